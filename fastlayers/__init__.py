@@ -1,0 +1,24 @@
+"""fastlayers: neural-network layers for NumPy arrays, with Numba-compiled kernels.
+
+PyTorch-style modules with an explicit backward::
+
+    import numpy as np
+    import fastlayers as fl
+
+    fl.manual_seed(0)
+    model = fl.Sequential(fl.Linear(784, 128), fl.ReLU(), fl.Linear(128, 10))
+    loss_fn = fl.CrossEntropyLoss()
+    opt = fl.SGD(model.parameters(), lr=0.05)
+
+    loss = loss_fn(model(x), y)       # x float32 (N, 784), y int (N,)
+    opt.zero_grad()
+    model.backward(loss_fn.backward())
+    opt.step()
+"""
+from fastlayers.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from fastlayers.backend import get_backend, set_backend, use_backend
+from fastlayers.linear import Flatten, Identity, Linear
+from fastlayers.module import Module, Parameter, Sequential
+from fastlayers.random import manual_seed
+
+__version__ = "0.1.0"

@@ -1,0 +1,102 @@
+"""Argument checks shared by every layer, loss and optimizer.
+
+Layers call these before any kernel runs: compiled kernels do no bounds or shape checks of their own,
+so a wrong shape or an out-of-range label must stop here, with a message that names the argument and
+what was expected, and before any state (parameters, gradients, running statistics) changes.
+"""
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_dtype(dtype, name="dtype"):
+    """``dtype`` as a NumPy dtype, which must be float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+def float_array(x, name="input", ndim=None, dtype=None, owner=None):
+    """Check that ``x`` is a float32/float64 ndarray with ``ndim`` dimensions (an int or a tuple of
+    allowed ints) and, if given, the ``dtype`` of the owner's parameters; return it C-contiguous."""
+    where = f"{owner}: " if owner else ""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{where}{name} must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{where}{name} must have dtype float32 or float64, got {x.dtype}")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{where}{name} has dtype {x.dtype} but the parameters are {np.dtype(dtype)}; "
+                        f"cast the input with .astype() or the model with .to()")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{where}{name} must be {want}, got shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def dim_size(x, axis, expected, name="input", what="features", owner=None):
+    """Check that ``x.shape[axis] == expected``."""
+    if x.shape[axis] != expected:
+        where = f"{owner}: " if owner else ""
+        raise ValueError(f"{where}expected {name} with {expected} {what} in dimension {axis}, "
+                         f"got shape {x.shape}")
+
+
+def same_shape(input, target, owner):
+    """Check that a prediction and its target have the same shape."""
+    if input.shape != target.shape:
+        raise ValueError(f"{owner}: target shape {target.shape} must match input shape {input.shape}")
+
+
+def class_labels(target, n, num_classes, owner):
+    """Check integer class labels: shape (n,), an integer dtype, every value in [0, num_classes).
+    Returns them as a contiguous int64 array."""
+    if not isinstance(target, np.ndarray):
+        raise TypeError(f"{owner}: target must be a numpy.ndarray of class indices, "
+                        f"got {type(target).__name__}")
+    if not np.issubdtype(target.dtype, np.integer):
+        raise TypeError(f"{owner}: class-index target must have an integer dtype, got {target.dtype} "
+                        f"(for class probabilities pass a float target shaped like the input)")
+    if target.shape != (n,):
+        raise ValueError(f"{owner}: class-index target must have shape ({n},), got {target.shape}")
+    if n and (target.min() < 0 or target.max() >= num_classes):
+        bad = target[(target < 0) | (target >= num_classes)][0]
+        raise ValueError(f"{owner}: target values must be in [0, {num_classes}), found {bad}")
+    return np.ascontiguousarray(target, dtype=np.int64)
+
+
+def integer(name, value, minimum=0):
+    """An int >= ``minimum`` (bools are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def real(name, value, low=None, high=None, low_open=False, high_open=False):
+    """A finite real number in the interval given by ``low``/``high`` (closed unless ``*_open``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise TypeError(f"{name} must be a finite real number, got {value!r}")
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+        raise ValueError(f"{name} must be in {lo}, {hi}, got {value:g}")
+    return value
+
+
+def choice(name, value, options):
+    """``value`` if it is one of ``options``."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+    return value

@@ -1,0 +1,115 @@
+"""Linear, Identity and Flatten."""
+import numpy as np
+
+from fastlayers import _checks, backend
+from fastlayers.init import default_weight_and_bias
+from fastlayers.module import Module, Parameter
+from kernels.activations import IDENTITY
+
+
+class Linear(Module):
+    """y = x W^T + b.
+
+    Args:
+        in_features: size of each input sample.
+        out_features: size of each output sample.
+        bias: learn an additive bias (default True).
+        dtype: float32 (default) or float64.
+
+    Shape: input (*, in_features), output (*, out_features).
+    Attributes: ``weight`` (out_features, in_features) and ``bias`` (out_features,), both initialised
+    from U(-1/sqrt(in_features), 1/sqrt(in_features)) as in PyTorch.
+
+    Example::
+
+        >>> layer = fastlayers.Linear(784, 128)
+        >>> layer(np.zeros((64, 784), np.float32)).shape
+        (64, 128)
+
+    Inside a :class:`Sequential`, a following ReLU/LeakyReLU/Sigmoid/Tanh is fused into this layer's
+    kernels (``forward(x, activation=module)``).
+    """
+
+    fuses_activation = True
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
+        super().__init__()
+        self.in_features = _checks.integer("in_features", in_features, 1)
+        self.out_features = _checks.integer("out_features", out_features, 1)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be a bool, got {bias!r}")
+        w, b = default_weight_and_bias((out_features, in_features), in_features, bias,
+                                       _checks.float_dtype(dtype))
+        self.weight = Parameter(w)
+        self.bias = Parameter(b) if bias else None
+        self._cache = None
+
+    def forward(self, x, activation=None):
+        x = _checks.float_array(x, "input", dtype=self.weight.dtype, owner="Linear")
+        if x.ndim == 0:
+            raise ValueError("Linear: input must have at least 1 dimension, got a scalar")
+        _checks.dim_size(x, -1, self.in_features, owner="Linear")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        act, slope = (activation.act, activation.slope) if activation is not None else (IDENTITY, 0.0)
+        b = self.bias.data if self.bias is not None else None
+        y = backend.ops().linear_forward(x2, self.weight.data, b, act, slope)
+        self._cache = (x2, y, act, slope, lead)
+        return y.reshape(lead + (self.out_features,))
+
+    def backward(self, grad_output):
+        if self._cache is None:
+            raise RuntimeError("Linear.backward() called before forward()")
+        x2, y, act, slope, lead = self._cache
+        g = _checks.float_array(grad_output, "grad_output", dtype=y.dtype, owner="Linear")
+        if g.shape != lead + (self.out_features,):
+            raise ValueError(f"Linear: grad_output must have shape {lead + (self.out_features,)}, "
+                             f"got {g.shape}")
+        db = self.bias.grad if self.bias is not None else None
+        dx = backend.ops().linear_backward(g.reshape(y.shape), x2, self.weight.data, y, act, slope,
+                                           self.weight.grad, db, self.needs_input_grad)
+        return None if dx is None else dx.reshape(lead + (self.in_features,))
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder, as ``torch.nn.Identity``)."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_output):
+        return grad_output
+
+
+class Flatten(Module):
+    """Flattens dimensions ``start_dim`` .. ``end_dim`` into one, (N, C, H, W) -> (N, C*H*W) by
+    default (as ``torch.nn.Flatten``)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim = _checks.integer("start_dim", start_dim, minimum=-(1 << 31))
+        self.end_dim = _checks.integer("end_dim", end_dim, minimum=-(1 << 31))
+        self._shape = None
+
+    def forward(self, x):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"Flatten: input must be a numpy.ndarray, got {type(x).__name__}")
+        nd = max(x.ndim, 1)
+        s, e = self.start_dim % nd, self.end_dim % nd
+        if not (-nd <= self.start_dim < nd and -nd <= self.end_dim < nd) or s > e:
+            raise ValueError(f"Flatten: start_dim={self.start_dim}, end_dim={self.end_dim} are not a "
+                             f"valid range for a {x.ndim}-D input")
+        self._shape = x.shape
+        return x.reshape(x.shape[:s] + (-1,) + x.shape[e + 1:])
+
+    def backward(self, grad_output):
+        if self._shape is None:
+            raise RuntimeError("Flatten.backward() called before forward()")
+        return grad_output.reshape(self._shape)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -1,0 +1,281 @@
+"""Parameter, Module and Sequential: PyTorch's module contract with an explicit backward.
+
+``forward(x)`` caches what ``backward`` needs; ``backward(grad_output)`` returns the gradient of the
+input and *adds* each parameter's gradient into ``param.grad`` (call ``zero_grad()`` between steps).
+"""
+import numpy as np
+
+from fastlayers import _checks
+
+
+class Parameter:
+    """A trainable array ``data`` and its gradient ``grad`` (same shape and dtype, zeros at first).
+
+    Optimizers may re-home ``data`` and ``grad`` as views into one flat buffer; code that updates a
+    parameter should therefore write into it (``p.data[...] = v``) rather than rebind it.
+    """
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data):
+        if not isinstance(data, np.ndarray):
+            raise TypeError(f"Parameter data must be a numpy.ndarray, got {type(data).__name__}")
+        _checks.float_dtype(data.dtype, "Parameter dtype")
+        self.data = np.ascontiguousarray(data)
+        self.grad = np.zeros_like(self.data)
+
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    size = property(lambda self: self.data.size)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of every layer and loss.
+
+    Assigning a :class:`Parameter` or a :class:`Module` to an attribute registers it; buffers (state
+    saved with the model but not trained, like BatchNorm's running statistics) are registered with
+    :meth:`register_buffer`. ``training`` is True after construction; ``eval()`` clears it recursively.
+
+    ``needs_input_grad``: set it to False on a model's first layer to skip computing the gradient of
+    the input (data that is not trained, as PyTorch does for tensors that don't require grad);
+    ``backward`` then returns None.
+    """
+
+    needs_input_grad = True
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"call Module.__init__() in {type(self).__name__}.__init__ "
+                                 f"before assigning {name!r}")
+        for registry in (self._parameters, self._modules):
+            registry.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        elif name in self._buffers:
+            self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, array):
+        """Register ``array`` (an ndarray, or None for an absent buffer) as buffer ``name``."""
+        if array is not None and not isinstance(array, np.ndarray):
+            raise TypeError(f"buffer {name!r} must be a numpy.ndarray or None")
+        self._buffers[name] = array
+        object.__setattr__(self, name, array)
+
+    # ------------------------------------------------------------------------------------ compute
+
+    def forward(self, *args):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def backward(self, grad_output):
+        raise NotImplementedError(f"{type(self).__name__} does not define backward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------------------------------ traversal
+
+    def named_modules(self, prefix=""):
+        """This module and all its descendants as (dotted name, module) pairs, each once."""
+        seen = set()
+        stack = [(prefix, self)]
+        while stack:
+            name, module = stack.pop(0)
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            stack[:0] = [(f"{name}.{k}" if name else k, m) for k, m in module._modules.items()]
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def named_children(self):
+        return iter(self._modules.items())
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def _named(self, registry):
+        seen = set()
+        for prefix, module in self.named_modules():
+            for name, value in getattr(module, registry).items():
+                if value is None or id(value) in seen:
+                    continue
+                seen.add(id(value))
+                yield (f"{prefix}.{name}" if prefix else name), value
+
+    def named_parameters(self):
+        """All parameters of this module and its descendants as (dotted name, Parameter)."""
+        return self._named("_parameters")
+
+    def parameters(self):
+        return (p for _, p in self.named_parameters())
+
+    def named_buffers(self):
+        return self._named("_buffers")
+
+    def buffers(self):
+        return (b for _, b in self.named_buffers())
+
+    # ------------------------------------------------------------------------------------ state
+
+    def train(self, mode=True):
+        """Set training mode (``mode=True``) or evaluation mode on this module and all descendants."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"train(mode) expects a bool, got {mode!r}")
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        """Set every parameter's gradient to zero."""
+        for p in self.parameters():
+            p.grad.fill(0)
+
+    def state_dict(self):
+        """A dict of copies of every parameter and buffer, by dotted name."""
+        state = {name: p.data.copy() for name, p in self.named_parameters()}
+        state.update((name, b.copy()) for name, b in self.named_buffers())
+        return state
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays from ``state_dict`` into the parameters and buffers, in place.
+
+        Everything is checked before anything is written: a missing or unexpected key (with
+        ``strict``), a shape mismatch or a non-array value raises and leaves the module unchanged.
+        Returns ``(missing_keys, unexpected_keys)``.
+        """
+        own = dict(self.named_parameters())
+        own_params = set(own)
+        own.update(self.named_buffers())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for key, value in state_dict.items():
+            if key not in own:
+                continue
+            value = np.asarray(value)
+            if value.shape != own[key].shape:
+                raise ValueError(f"load_state_dict: {key!r} has shape {value.shape}, "
+                                 f"the module expects {own[key].shape}")
+            if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+                raise TypeError(f"load_state_dict: {key!r} must be numeric, got {value.dtype}")
+        for key, value in state_dict.items():
+            if key in own_params:
+                own[key].data[...] = value
+            elif key in own:
+                own[key][...] = value
+        return missing, unexpected
+
+    def to(self, dtype):
+        """Convert every parameter (with its gradient) and floating buffer to ``dtype`` (float32 or
+        float64). Do this before creating an optimizer: it re-allocates the arrays."""
+        dtype = _checks.float_dtype(dtype)
+        for module in self.modules():
+            for p in module._parameters.values():
+                p.data = p.data.astype(dtype)
+                p.grad = p.grad.astype(dtype)
+            for name, b in list(module._buffers.items()):
+                if b is not None and np.issubdtype(b.dtype, np.floating):
+                    setattr(module, name, b.astype(dtype))
+        return self
+
+    def float(self):
+        return self.to(np.float32)
+
+    def double(self):
+        return self.to(np.float64)
+
+    # ------------------------------------------------------------------------------------ repr
+
+    def extra_repr(self):
+        """The text between the parentheses of this module's repr (subclasses override)."""
+        return ""
+
+    def __repr__(self):
+        lines = [f"({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()]
+        if not lines:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Modules applied in order; ``backward`` runs them in reverse.
+
+    When a module that can absorb an activation (``fuses_activation = True``, e.g. Linear) is followed
+    by an elementwise activation module (which has an ``act`` code), the pair runs as one fused step:
+    bias and activation in one pass after the GEMM, and on the way back the activation's derivative
+    and the bias gradient in one pass. Results are the same as running them one after the other.
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+        self._steps = []
+
+    def append(self, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential takes Module instances, got {type(module).__name__}")
+        setattr(self, str(len(self._modules)), module)
+        return self
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        mods = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(*mods[index])
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise TypeError(f"Sequential indices must be integers or slices, got {type(index).__name__}")
+        if not -len(mods) <= index < len(mods):
+            raise IndexError(f"index {index} is out of range for Sequential of length {len(mods)}")
+        return mods[index]
+
+    def forward(self, x):
+        mods = list(self._modules.values())
+        steps = []
+        i = 0
+        while i < len(mods):
+            m = mods[i]
+            nxt = mods[i + 1] if i + 1 < len(mods) else None
+            if getattr(m, "fuses_activation", False) and getattr(nxt, "act", None) is not None:
+                x = m.forward(x, activation=nxt)
+                i += 2
+            else:
+                x = m.forward(x)
+                i += 1
+            steps.append(m)
+        self._steps = steps
+        return x
+
+    def backward(self, grad_output):
+        if not self._steps:
+            raise RuntimeError("Sequential.backward() called before forward()")
+        g = grad_output
+        for m in reversed(self._steps):
+            g = m.backward(g)
+            if g is None:
+                return None
+        return g

@@ -1,0 +1,51 @@
+"""One seed for everything random: initialisation, dropout masks and shuffling.
+
+``manual_seed(s)`` resets a NumPy generator (initial weights, DataLoader permutations) and the
+counter-based stream that dropout masks are hashed from, so a run is reproducible from one integer,
+whatever the thread count.
+"""
+import numpy as np
+
+_state = {"seed": 0, "rng": np.random.default_rng(0), "counter": 0}
+
+
+def manual_seed(seed):
+    """Seed initialisation, dropout and shuffling. ``seed`` is a non-negative integer."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _state["seed"] = int(seed)
+    _state["rng"] = np.random.default_rng(int(seed))
+    _state["counter"] = 0
+
+
+def initial_seed():
+    """The seed last given to :func:`manual_seed` (0 at start-up)."""
+    return _state["seed"]
+
+
+def generator():
+    """The shared NumPy generator (initialisation and shuffling draw from it)."""
+    return _state["rng"]
+
+
+def next_key():
+    """A fresh (seed, counter) pair for one counter-based draw, e.g. one dropout mask.
+
+    The counter advances by one per call, so successive masks differ and the sequence of masks is
+    fixed by the seed alone.
+    """
+    _state["counter"] += 1
+    return _state["seed"], _state["counter"]
+
+
+def get_state():
+    """A snapshot of the random state (pass it to :func:`set_state` to replay the same draws)."""
+    rng_state = _state["rng"].bit_generator.state
+    return {"seed": _state["seed"], "rng": rng_state, "counter": _state["counter"]}
+
+
+def set_state(state):
+    """Restore a snapshot taken by :func:`get_state`."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state["rng"]
+    _state.update(seed=state["seed"], rng=rng, counter=state["counter"])

@@ -1,0 +1,31 @@
+"""fastlayers' engine room: compiled kernels and their NumPy twins, as plain functions on arrays.
+
+Users import :mod:`fastlayers`; this package has no classes, no state and no user-facing API. Each
+family module (``linear``, ``activations``, ``softmax``, ...) declares forward/backward pairs; the
+``numba`` and ``numpy`` backends expose them under identical names: ``kernels.backend("numba")``.
+
+Thread settings are settled here, once, before Numba or OpenBLAS start their pools: Numba's OpenMP
+workers and OpenBLAS's workers both busy-wait by default and on a small machine starve each other
+(a GEMM followed by a parallel kernel ran 10x slower). Sleeping workers cost a few microseconds per
+parallel launch instead, which is why small kernels run serially (see ``_registry.PARALLEL_MIN``).
+The variables are only defaults: set them in the environment to override.
+"""
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import importlib  # noqa: E402
+import pkgutil  # noqa: E402
+
+from kernels import _registry  # noqa: E402
+
+# Importing a family module registers its kernels (compilation happens lazily, on first call).
+for _family in pkgutil.iter_modules(__path__):
+    if not _family.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_family.name}")
+
+backend = _registry.backend
+names = _registry.names
+
+__all__ = ["backend", "names"]

@@ -1,0 +1,80 @@
+"""How a compiled kernel is declared, and how the two backends are assembled.
+
+Every public op exists twice under one name: a Numba kernel (the ``numba`` backend) and a pure-NumPy
+twin with the same signature (the ``numpy`` backend, the readable reference). A family module declares
+its kernels with :func:`kernel` (an ``@njit`` function) or :func:`register` (a Python composition, e.g.
+a BLAS GEMM followed by a fused compiled pass). :func:`backend` returns either set as a namespace.
+"""
+import functools
+import types
+
+from numba import njit
+
+# Below this many elements (of the kernel's first argument) a parallel launch costs more than the
+# work, so the serial build runs. Tests set a kernel's threshold to 0 to exercise the parallel build.
+PARALLEL_MIN = 1 << 16
+
+_IMPLS = {"numba": {}, "numpy": {}}
+
+
+def register(name, numba_impl, numpy_impl):
+    """Register ``numba_impl`` and its NumPy twin under ``name``."""
+    if name in _IMPLS["numba"]:
+        raise RuntimeError(f"kernel {name!r} registered twice")
+    _IMPLS["numba"][name] = numba_impl
+    _IMPLS["numpy"][name] = numpy_impl
+
+
+def _renamed(func, suffix):
+    """A copy of ``func`` with another qualname: Numba's on-disk cache keys on the qualname and the
+    signature, not on the compile flags, so the serial and parallel builds need distinct names."""
+    copy = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix,
+                              func.__defaults__, func.__closure__)
+    copy.__qualname__ = func.__qualname__ + suffix
+    copy.__module__ = func.__module__
+    return copy
+
+
+def compiled(parallel_min=PARALLEL_MIN):
+    """Compile an ``@njit`` kernel twice from one source, serial and parallel.
+
+    The parallel build runs ``prange`` loops on Numba's threads; in the serial build ``prange`` acts
+    as ``range``. A call uses the parallel build when its first argument has at least
+    ``dispatch.parallel_min`` elements (``None``: always serial). Both builds stay reachable as
+    ``.serial`` and ``.parallel`` on the returned dispatcher.
+    """
+    def decorate(func):
+        serial = njit(cache=True)(_renamed(func, "__serial"))
+        parallel = njit(parallel=True, cache=True)(func)
+
+        @functools.wraps(func)
+        def dispatch(*args):
+            if dispatch.parallel_min is not None and args[0].size >= dispatch.parallel_min:
+                return parallel(*args)
+            return serial(*args)
+        dispatch.parallel_min = parallel_min
+        dispatch.serial, dispatch.parallel = serial, parallel
+        return dispatch
+    return decorate
+
+
+def kernel(twin, parallel_min=PARALLEL_MIN):
+    """:func:`compiled`, then registered under the function's own name with its NumPy ``twin``."""
+    def decorate(func):
+        dispatch = compiled(parallel_min)(func)
+        register(func.__name__, dispatch, twin)
+        return dispatch
+    return decorate
+
+
+@functools.lru_cache(maxsize=None)
+def backend(name):
+    """The kernels of backend ``name`` (``"numba"`` or ``"numpy"``) as a read-only namespace."""
+    if name not in _IMPLS:
+        raise ValueError(f"backend must be one of {sorted(_IMPLS)}, got {name!r}")
+    return types.SimpleNamespace(**_IMPLS[name])
+
+
+def names():
+    """The registered kernel names, identical for both backends."""
+    return sorted(_IMPLS["numba"])

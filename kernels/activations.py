@@ -1,0 +1,166 @@
+"""Elementwise activations, and the bias+activation passes fused around a GEMM.
+
+An activation is named by an integer code so one kernel serves all of them (the branch is taken once,
+outside the loop). Every backward works from the activation's *output* y, so a layer caches y only:
+
+    IDENTITY    y = x                              dy/dx = 1
+    RELU        y = max(x, 0)                      dy/dx = [y > 0]
+    LEAKY_RELU  y = x if x > 0 else slope * x      dy/dx = 1 if y > 0 else slope   (needs slope > 0)
+    SIGMOID     y = 1 / (1 + exp(-x)), computed from exp(-|x|) so it never overflows; dy/dx = y (1 - y)
+    TANH        y = tanh(x)                        dy/dx = 1 - y^2
+
+Shapes: activation_forward/backward take x, y, grad of any shape (run on flat views);
+bias_act_forward and act_bias_backward take y, grad (N, D) and b (D,).
+"""
+import numpy as np
+from numba import prange
+
+from kernels._registry import compiled, register
+
+IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH = range(5)
+
+
+# ----------------------------------------------------------------------------------------- NumPy twins
+
+def activation_forward_np(x, act, slope):
+    if act == RELU:
+        return np.maximum(x, 0)
+    if act == LEAKY_RELU:
+        return np.where(x > 0, x, x * x.dtype.type(slope))
+    if act == SIGMOID:
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    if act == TANH:
+        return np.tanh(x)
+    return x.copy()
+
+
+def activation_backward_np(grad, y, act, slope):
+    if act == RELU:
+        return np.where(y > 0, grad, grad.dtype.type(0))
+    if act == LEAKY_RELU:
+        return np.where(y > 0, grad, grad * grad.dtype.type(slope))
+    if act == SIGMOID:
+        return grad * y * (1 - y)
+    if act == TANH:
+        return grad * (1 - y * y)
+    return grad.copy()
+
+
+def bias_act_forward_np(y, b, act, slope):
+    y += b
+    y[...] = activation_forward_np(y, act, slope)
+
+
+def act_bias_backward_np(grad, y, act, slope):
+    g = activation_backward_np(grad, y, act, slope)
+    return g, g.sum(axis=0, dtype=np.float64).astype(g.dtype)
+
+
+# ---------------------------------------------------------------------------------------- Numba kernels
+
+@compiled(parallel_min=1 << 15)
+def _act_flat(x, out, act, slope):
+    # x, out: (n,). Thread owns out[i].
+    one = x.dtype.type(1)
+    zero = x.dtype.type(0)
+    s = x.dtype.type(slope)
+    if act == RELU:
+        for i in prange(x.size):
+            v = x[i]
+            out[i] = v if v > zero else zero
+    elif act == LEAKY_RELU:
+        for i in prange(x.size):
+            v = x[i]
+            out[i] = v if v > zero else v * s
+    elif act == SIGMOID:
+        for i in prange(x.size):
+            v = x[i]
+            e = np.exp(-abs(v))
+            out[i] = one / (one + e) if v >= zero else e / (one + e)
+    elif act == TANH:
+        for i in prange(x.size):
+            out[i] = np.tanh(x[i])
+    else:
+        for i in prange(x.size):
+            out[i] = x[i]
+
+
+@compiled(parallel_min=1 << 15)
+def _act_grad_flat(grad, y, out, act, slope):
+    # grad, y, out: (n,). Thread owns out[i].
+    one = grad.dtype.type(1)
+    zero = grad.dtype.type(0)
+    s = grad.dtype.type(slope)
+    if act == RELU:
+        for i in prange(grad.size):
+            out[i] = grad[i] if y[i] > zero else zero
+    elif act == LEAKY_RELU:
+        for i in prange(grad.size):
+            out[i] = grad[i] if y[i] > zero else grad[i] * s
+    elif act == SIGMOID:
+        for i in prange(grad.size):
+            out[i] = grad[i] * y[i] * (one - y[i])
+    elif act == TANH:
+        for i in prange(grad.size):
+            out[i] = grad[i] * (one - y[i] * y[i])
+    else:
+        for i in prange(grad.size):
+            out[i] = grad[i]
+
+
+def activation_forward(x, act, slope):
+    out = np.empty_like(x)
+    _act_flat(x.reshape(-1), out.reshape(-1), act, slope)
+    return out
+
+
+def activation_backward(grad, y, act, slope):
+    out = np.empty_like(grad)
+    _act_grad_flat(grad.reshape(-1), y.reshape(-1), out.reshape(-1), act, slope)
+    return out
+
+
+# The serial build, callable from inside other kernels' loops (one row at a time).
+_act_row = _act_flat.serial
+_act_grad_row = _act_grad_flat.serial
+
+
+@compiled(parallel_min=1 << 15)
+def bias_act_forward(y, b, act, slope):
+    # y: (N, D) GEMM output, overwritten with act(y + b); b: (D,). Thread owns row i.
+    for i in prange(y.shape[0]):
+        row = y[i]
+        for j in range(row.size):
+            row[j] += b[j]
+        _act_row(row, row, act, slope)
+
+
+@compiled(parallel_min=1 << 15)
+def _act_bias_backward(grad, y, g, gb, act, slope):
+    # grad, y, g: (N, D); gb: (D,) float64. First pass: thread owns row i of g.
+    n, d = grad.shape
+    for i in prange(n):
+        _act_grad_row(grad[i], y[i], g[i], act, slope)
+    # Second pass: thread owns a block of columns of gb and sums them over all rows.
+    nblocks = (d + 15) // 16
+    for jb in prange(nblocks):
+        j0 = jb * 16
+        j1 = min(d, j0 + 16)
+        for i in range(n):
+            row = g[i]
+            for j in range(j0, j1):
+                gb[j] += row[j]
+
+
+def act_bias_backward(grad, y, act, slope):
+    g = np.empty_like(grad)
+    gb = np.zeros(grad.shape[1], np.float64)
+    _act_bias_backward(grad, y, g, gb, act, slope)
+    return g, gb.astype(grad.dtype)
+
+
+register("activation_forward", activation_forward, activation_forward_np)
+register("activation_backward", activation_backward, activation_backward_np)
+register("bias_act_forward", bias_act_forward, bias_act_forward_np)
+register("act_bias_backward", act_bias_backward, act_bias_backward_np)
