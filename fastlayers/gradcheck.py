@@ -92,8 +92,8 @@ def gradcheck(module, *inputs, target=None, eps=1e-6, tol=1e-5, floor=1e-4, seed
                 err = abs(ana[i] - numeric) / max(abs(ana[i]), abs(numeric), floor)
                 if err > worst or where == "nothing to check":
                     worst = err
-                    where = f"{name}[{np.unravel_index(i, arr.shape)}]"
-        return GradcheckResult(worst, where, worst <= tol)
+                    where = f"{name}{tuple(int(j) for j in np.unravel_index(i, arr.shape))}"
+        return GradcheckResult(float(worst), where, bool(worst <= tol))
     finally:
         module.load_state_dict(saved)
         random.set_state(rng_state)
