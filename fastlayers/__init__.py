@@ -17,8 +17,12 @@ PyTorch-style modules with an explicit backward::
 """
 from fastlayers.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from fastlayers.backend import get_backend, set_backend, use_backend
+from fastlayers.gradcheck import gradcheck
 from fastlayers.linear import Flatten, Identity, Linear
+from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntropyLoss, MSELoss,
+                             NLLLoss)
 from fastlayers.module import Module, Parameter, Sequential
+from fastlayers.optim import SGD, Adam, Momentum, NAdam, Nadam, Optimizer, RMSprop
 from fastlayers.random import manual_seed
 
 __version__ = "0.1.0"
