@@ -1,0 +1,409 @@
+"""2-D convolution (cross-correlation, as PyTorch's conv2d): forward, input gradient, weight+bias
+gradient, with stride, zero padding and dilation.
+
+    x (N, C, H, W)   w (O, C, KH, KW)   b (O,) or None   y, grad (N, O, OH, OW)
+    OH = (H + 2 ph - dh (KH - 1) - 1) // sh + 1        (OW likewise)
+
+    y[n, o, i, j]   = b[o] + sum_{c, ky, kx} w[o, c, ky, kx] * xp[n, c, i sh + ky dh, j sw + kx dw]
+    dxp[n, c, ...] += w[o, c, ky, kx] * grad[n, o, i, j]   at the same positions (dx = dxp cropped)
+    dw[o, c, ky, kx] += sum_{n, i, j} grad[n, o, i, j] * xp[n, c, i sh + ky dh, j sw + kx dw]
+    db[o]           += sum_{n, i, j} grad[n, o, i, j]
+
+where xp is x zero-padded by (ph, pw). stride, padding and dilation are (h, w) pairs of ints.
+
+How the compiled path is fast (NOTES.md: a direct kernel beats im2col + BLAS for 3x3):
+- Stride 1 runs on the *flattened padded plane*. With the input padded to (Hp, Wp), output pixel
+  (i, j) and tap (ky, kx) read the flat index  i Wp + j + (ky dh Wp + kx dw),  so one tap is a
+  shifted contiguous slice of the plane, and the whole output plane is one long contiguous loop of
+  L = (OH - 1) Wp + OW steps (the Wp - OW columns between rows are computed and thrown away). That
+  loop vectorises even at 14x14, where a row-by-row loop of 14 would not.
+- Each loaded input vector is reused across 4 output channels, and for 3-wide kernels the 3 taps of
+  a row are summed in one expression, so each accumulator is loaded and stored once per 3 FMAs.
+- The input gradient at stride 1 *is* a stride-1 correlation of the (re-padded) output gradient with
+  the flipped, transposed kernel, so it runs on the same forward kernel; at stride s the gradient is
+  first spread onto a zero grid s times finer ("zero-upsampled"), then the same.
+- The weight gradient reduces over (n, pixels). Numba does not vectorise float reductions without
+  fastmath, so each (o, c) task keeps one partial-sum *row* per tap, updated elementwise (vectorised)
+  for every sample, and sums those rows once at the end.
+- Other strides take a plain direct-loop general path (forward and weight gradient).
+"""
+import numpy as np
+from numba import prange
+
+from kernels._registry import compiled, register
+
+
+def out_size(size, k, s, p, d):
+    """Output length along one axis (PyTorch's formula, floor mode)."""
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+# ----------------------------------------------------------------------------------------- NumPy twins
+# A loop over the KH*KW kernel offsets, each one a tensordot over channels on a strided view of the
+# padded input: the plain vectorised NumPy convolution, the baseline.
+
+def _pad_np(x, ph, pw):
+    if ph == 0 and pw == 0:
+        return x
+    xp = np.zeros(x.shape[:2] + (x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), x.dtype)
+    xp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] = x
+    return xp
+
+
+def _window_np(a, ky, kx, oh, ow, stride, dilation):
+    (sh, sw), (dh, dw) = stride, dilation
+    y0, x0 = ky * dh, kx * dw
+    return a[:, :, y0:y0 + sh * (oh - 1) + 1:sh, x0:x0 + sw * (ow - 1) + 1:sw]
+
+
+def conv2d_forward_np(x, w, b, stride, padding, dilation):
+    kh, kw = w.shape[2:]
+    oh = out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
+    ow = out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
+    xp = _pad_np(x, *padding)
+    acc = np.zeros((x.shape[0], oh, ow, w.shape[0]), x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            acc += np.tensordot(_window_np(xp, ky, kx, oh, ow, stride, dilation), w[:, :, ky, kx],
+                                axes=([1], [1]))
+    if b is not None:
+        acc += b
+    return np.ascontiguousarray(acc.transpose(0, 3, 1, 2))
+
+
+def conv2d_backward_input_np(grad, w, x_shape, stride, padding, dilation):
+    n, c, h, wd = x_shape
+    kh, kw = w.shape[2:]
+    ph, pw = padding
+    oh, ow = grad.shape[2:]
+    dxp = np.zeros((n, h + 2 * ph, wd + 2 * pw, c), grad.dtype)   # channels last while summing
+    view = dxp.transpose(0, 3, 1, 2)
+    for ky in range(kh):
+        for kx in range(kw):
+            win = _window_np(view, ky, kx, oh, ow, stride, dilation).transpose(0, 2, 3, 1)
+            win += np.tensordot(grad, w[:, :, ky, kx], axes=([1], [0]))
+    return np.ascontiguousarray(view[:, :, ph:ph + h, pw:pw + wd])
+
+
+def conv2d_backward_weight_np(grad, x, stride, padding, dilation, dw, db):
+    kh, kw = dw.shape[2:]
+    oh, ow = grad.shape[2:]
+    xp = _pad_np(x, *padding)
+    for ky in range(kh):
+        for kx in range(kw):
+            dw[:, :, ky, kx] += np.tensordot(grad, _window_np(xp, ky, kx, oh, ow, stride, dilation),
+                                             axes=([0, 2, 3], [0, 2, 3]))
+    if db is not None:
+        db += grad.sum(axis=(0, 2, 3), dtype=np.float64).astype(db.dtype)
+
+
+# ---------------------------------------------------------------------------------------- Numba kernels
+
+@compiled(parallel_min=1 << 14)
+def _pad_into(x, xp, top, left):
+    # x (N, C, H, W) -> xp (N, C, Hp, Wp), zero outside the window placed at (top, left); top/left
+    # may be negative (the source is then cropped). Thread owns plane (n, c) of xp.
+    n_, c_, h, wd = x.shape
+    hp, wp = xp.shape[2], xp.shape[3]
+    zero = xp.dtype.type(0)
+    y0, y1 = max(0, top), min(hp, top + h)
+    x0, x1 = max(0, left), min(wp, left + wd)
+    for t in prange(n_ * c_):
+        n, c = t // c_, t % c_
+        dst, src = xp[n, c], x[n, c]
+        for i in range(hp):
+            row = dst[i]
+            if i < y0 or i >= y1:
+                for j in range(wp):
+                    row[j] = zero
+                continue
+            srow = src[i - top]
+            for j in range(x0):
+                row[j] = zero
+            for j in range(x0, x1):
+                row[j] = srow[j - left]
+            for j in range(x1, wp):
+                row[j] = zero
+
+
+@compiled(parallel_min=1 << 14)
+def _upsample_pad_into(g, gp, top, left, sh, sw):
+    # g (N, O, OH, OW) -> gp (N, O, Hq, Wq): g[n, o, i, j] lands at (top + i sh, left + j sw), zeros
+    # elsewhere (positions outside gp are dropped). Thread owns plane (n, o) of gp.
+    n_, o_, oh, ow = g.shape
+    hq, wq = gp.shape[2], gp.shape[3]
+    zero = gp.dtype.type(0)
+    for t in prange(n_ * o_):
+        n, o = t // o_, t % o_
+        dst, src = gp[n, o], g[n, o]
+        for i in range(hq):
+            row = dst[i]
+            for j in range(wq):
+                row[j] = zero
+        for i in range(oh):
+            r = top + i * sh
+            if r < 0 or r >= hq:
+                continue
+            row, srow = dst[r], src[i]
+            for j in range(ow):
+                q = left + j * sw
+                if 0 <= q < wq:
+                    row[q] = srow[j]
+
+
+@compiled(parallel_min=1 << 14)
+def _corr_s1(xp, w4, b, has_bias, y, dh, dw):
+    # Valid, stride-1 correlation of an already padded input.
+    # xp (N, C, Hp, Wp); w4 (O4, C, KH, KW), O4 = O rounded up to a multiple of 4, zero rows beyond O;
+    # b (O4,); y (N, O, OH, OW) with OH = Hp - dh (KH - 1), OW = Wp - dw (KW - 1).
+    # Thread owns (n, block of 4 output channels): writes y[n, o0:o0 + 4] only.
+    n_, c_, hp, wp = xp.shape
+    kh, kw = w4.shape[2], w4.shape[3]
+    o_, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    nblk = w4.shape[0] // 4
+    length = (oh - 1) * wp + ow
+    xf = xp.reshape(n_, c_, hp * wp)
+    for t in prange(n_ * nblk):
+        n, o0 = t // nblk, (t % nblk) * 4
+        acc = np.empty((4, length), dtype=y.dtype)
+        a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+        z = y.dtype.type(0)
+        b0 = b[o0] if has_bias else z
+        b1 = b[o0 + 1] if has_bias else z
+        b2 = b[o0 + 2] if has_bias else z
+        b3 = b[o0 + 3] if has_bias else z
+        for j in range(length):
+            a0[j] = b0
+            a1[j] = b1
+            a2[j] = b2
+            a3[j] = b3
+        for c in range(c_):
+            plane = xf[n, c]
+            for ky in range(kh):
+                base = ky * dh * wp
+                if kw == 3:
+                    # The three taps of a kernel row in one expression: each accumulator is loaded
+                    # and stored once per 3 FMAs, each input vector feeds 4 output channels.
+                    s0 = plane[base:base + length]
+                    s1 = plane[base + dw:base + dw + length]
+                    s2 = plane[base + 2 * dw:base + 2 * dw + length]
+                    w00, w01, w02 = w4[o0, c, ky, 0], w4[o0, c, ky, 1], w4[o0, c, ky, 2]
+                    w10, w11, w12 = w4[o0 + 1, c, ky, 0], w4[o0 + 1, c, ky, 1], w4[o0 + 1, c, ky, 2]
+                    w20, w21, w22 = w4[o0 + 2, c, ky, 0], w4[o0 + 2, c, ky, 1], w4[o0 + 2, c, ky, 2]
+                    w30, w31, w32 = w4[o0 + 3, c, ky, 0], w4[o0 + 3, c, ky, 1], w4[o0 + 3, c, ky, 2]
+                    for j in range(length):
+                        v0, v1, v2 = s0[j], s1[j], s2[j]
+                        a0[j] += w00 * v0 + w01 * v1 + w02 * v2
+                        a1[j] += w10 * v0 + w11 * v1 + w12 * v2
+                        a2[j] += w20 * v0 + w21 * v1 + w22 * v2
+                        a3[j] += w30 * v0 + w31 * v1 + w32 * v2
+                else:
+                    for kx in range(kw):
+                        off = base + kx * dw
+                        s = plane[off:off + length]
+                        w0, w1 = w4[o0, c, ky, kx], w4[o0 + 1, c, ky, kx]
+                        w2, w3 = w4[o0 + 2, c, ky, kx], w4[o0 + 3, c, ky, kx]
+                        for j in range(length):
+                            v = s[j]
+                            a0[j] += w0 * v
+                            a1[j] += w1 * v
+                            a2[j] += w2 * v
+                            a3[j] += w3 * v
+        for k in range(min(4, o_ - o0)):
+            src, dst = acc[k], y[n, o0 + k]
+            for i in range(oh):
+                row, start = dst[i], i * wp
+                for j in range(ow):
+                    row[j] = src[start + j]
+
+
+@compiled(parallel_min=1 << 14)
+def _conv_general(xp, w, b, has_bias, y, sh, sw, dh, dw):
+    # Any stride, already padded input. xp (N, C, Hp, Wp), w (O, C, KH, KW), y (N, O, OH, OW).
+    # Thread owns plane (n, o) of y.
+    n_, c_ = xp.shape[0], xp.shape[1]
+    o_, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    oh, ow = y.shape[2], y.shape[3]
+    for t in prange(n_ * o_):
+        n, o = t // o_, t % o_
+        bias = b[o] if has_bias else y.dtype.type(0)
+        for i in range(oh):
+            row = y[n, o, i]
+            for j in range(ow):
+                row[j] = bias
+            for c in range(c_):
+                for ky in range(kh):
+                    xrow = xp[n, c, i * sh + ky * dh]
+                    for kx in range(kw):
+                        wv = w[o, c, ky, kx]
+                        start = kx * dw
+                        for j in range(ow):
+                            row[j] += wv * xrow[start + j * sw]
+
+
+@compiled(parallel_min=1 << 14)
+def _wgrad_s1(gw, xp, dw_, db, has_bias, kh, kw, dh, dwl):
+    # Stride 1. gw (N, O, OH, Wp): grad widened to the padded width, zero in columns >= OW;
+    # xp (N, C, Hp, Wp); dw_ (O, C, KH, KW) and db (O,) are accumulated into.
+    # Thread owns the pair (o, c): writes dw_[o, c] only (and db[o] when c == 0).
+    n_, o_, oh, wp = gw.shape
+    c_, hp = xp.shape[1], xp.shape[2]
+    length = (oh - 1) * wp + gw.shape[3]
+    gf = gw.reshape(n_, o_, oh * wp)
+    xf = xp.reshape(n_, c_, hp * wp)
+    for t in prange(o_ * c_):
+        o, c = t // c_, t % c_
+        # One partial-sum row per tap, updated elementwise for every sample (a vectorised loop),
+        # summed once at the end: Numba does not vectorise a float reduction without fastmath.
+        part = np.zeros((kh * kw, length), dtype=dw_.dtype)
+        for n in range(n_):
+            g = gf[n, o]
+            plane = xf[n, c]
+            if kh == 3 and kw == 3:
+                # 3x3: the literal range(3) lets LLVM unroll ky, so the three partial rows have
+                # constant row indices and the loop vectorises (with range(kh) it ran 3x slower).
+                for ky in range(3):
+                    base = ky * dh * wp
+                    p0, p1, p2 = part[ky * 3], part[ky * 3 + 1], part[ky * 3 + 2]
+                    s0 = plane[base:base + length]
+                    s1 = plane[base + dwl:base + dwl + length]
+                    s2 = plane[base + 2 * dwl:base + 2 * dwl + length]
+                    for j in range(length):
+                        gv = g[j]
+                        p0[j] += gv * s0[j]
+                        p1[j] += gv * s1[j]
+                        p2[j] += gv * s2[j]
+            else:
+                for ky in range(kh):
+                    for kx in range(kw):
+                        p = part[ky * kw + kx]
+                        off = ky * dh * wp + kx * dwl
+                        s = plane[off:off + length]
+                        for j in range(length):
+                            p[j] += g[j] * s[j]
+        # Final sums in float64 (the partial rows hold N terms each, the sum adds `length` of them).
+        for ky in range(kh):
+            for kx in range(kw):
+                p = part[ky * kw + kx]
+                total = 0.0
+                for j in range(length):
+                    total += p[j]
+                dw_[o, c, ky, kx] += total
+        if has_bias and c == 0:
+            total = 0.0
+            for n in range(n_):
+                g = gf[n, o]
+                for j in range(length):
+                    total += g[j]
+            db[o] += total
+
+
+@compiled(parallel_min=1 << 14)
+def _wgrad_general(grad, xp, dw_, db, has_bias, sh, sw, dh, dwl):
+    # Any stride. grad (N, O, OH, OW), xp (N, C, Hp, Wp) padded input; accumulates into dw_, db.
+    # Thread owns the pair (o, c): writes dw_[o, c] only (and db[o] when c == 0).
+    n_, o_, oh, ow = grad.shape
+    c_ = xp.shape[1]
+    kh, kw = dw_.shape[2], dw_.shape[3]
+    for t in prange(o_ * c_):
+        o, c = t // c_, t % c_
+        for ky in range(kh):
+            for kx in range(kw):
+                total = 0.0
+                for n in range(n_):
+                    for i in range(oh):
+                        grow = grad[n, o, i]
+                        xrow = xp[n, c, i * sh + ky * dh]
+                        start = kx * dwl
+                        for j in range(ow):
+                            total += grow[j] * xrow[start + j * sw]
+                dw_[o, c, ky, kx] += total
+        if has_bias and c == 0:
+            total = 0.0
+            for n in range(n_):
+                for i in range(oh):
+                    grow = grad[n, o, i]
+                    for j in range(ow):
+                        total += grow[j]
+            db[o] += total
+
+
+def _padded(x, ph, pw):
+    if ph == 0 and pw == 0:
+        return x
+    n, c, h, wd = x.shape
+    xp = np.empty((n, c, h + 2 * ph, wd + 2 * pw), x.dtype)
+    _pad_into(x, xp, ph, pw)
+    return xp
+
+
+def _blocked4(w, b):
+    """w padded with zero output channels to a multiple of 4, and b likewise (zeros if None)."""
+    o = w.shape[0]
+    o4 = (o + 3) // 4 * 4
+    w4 = np.zeros((o4,) + w.shape[1:], w.dtype)
+    w4[:o] = w
+    b4 = np.zeros(o4, w.dtype)
+    if b is not None:
+        b4[:o] = b
+    return w4, b4
+
+
+def _corr_valid_s1(xp, w, b, dilation):
+    """Valid stride-1 correlation of an already padded input (the fast kernel)."""
+    kh, kw = w.shape[2:]
+    dh, dw = dilation
+    oh, ow = xp.shape[2] - dh * (kh - 1), xp.shape[3] - dw * (kw - 1)
+    y = np.empty((xp.shape[0], w.shape[0], oh, ow), xp.dtype)
+    w4, b4 = _blocked4(w, b)
+    _corr_s1(xp, w4, b4, b is not None, y, dh, dw)
+    return y
+
+
+def conv2d_forward(x, w, b, stride, padding, dilation):
+    xp = _padded(x, *padding)
+    if stride == (1, 1):
+        return _corr_valid_s1(xp, w, b, dilation)
+    kh, kw = w.shape[2:]
+    oh = out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
+    ow = out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
+    y = np.empty((x.shape[0], w.shape[0], oh, ow), x.dtype)
+    bias = b if b is not None else np.zeros(w.shape[0], x.dtype)
+    _conv_general(xp, w, bias, b is not None, y, stride[0], stride[1], dilation[0], dilation[1])
+    return y
+
+
+def conv2d_backward_input(grad, w, x_shape, stride, padding, dilation):
+    # dx[n, c, u, v] = sum w[o, c, ky, kx] * G[n, o, u + ph - ky dh, v + pw - kx dw], G the gradient
+    # spread onto the stride-1 grid. Flipping the kernel turns that into a valid correlation of G
+    # placed at offset (dh (KH - 1) - ph, dw (KW - 1) - pw) in a (H + dh (KH-1), W + dw (KW-1)) array.
+    n, c, h, wd = x_shape
+    kh, kw = w.shape[2:]
+    eh, ew = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
+    gp = np.empty((n, w.shape[0], h + eh, wd + ew), grad.dtype)
+    top, left = eh - padding[0], ew - padding[1]
+    if stride == (1, 1):
+        _pad_into(grad, gp, top, left)
+    else:
+        _upsample_pad_into(grad, gp, top, left, stride[0], stride[1])
+    wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    return _corr_valid_s1(gp, wt, None, dilation)
+
+
+def conv2d_backward_weight(grad, x, stride, padding, dilation, dw, db):
+    xp = _padded(x, *padding)
+    has_bias = db is not None
+    dbuf = db if has_bias else np.zeros(dw.shape[0], dw.dtype)
+    kh, kw = dw.shape[2:]
+    if stride == (1, 1):
+        n, o, oh, ow = grad.shape
+        gw = np.zeros((n, o, oh, xp.shape[3]), grad.dtype)
+        gw[:, :, :, :ow] = grad
+        _wgrad_s1(gw, xp, dw, dbuf, has_bias, kh, kw, dilation[0], dilation[1])
+    else:
+        _wgrad_general(grad, xp, dw, dbuf, has_bias, stride[0], stride[1], dilation[0], dilation[1])
+
+
+register("conv2d_forward", conv2d_forward, conv2d_forward_np)
+register("conv2d_backward_input", conv2d_backward_input, conv2d_backward_input_np)
+register("conv2d_backward_weight", conv2d_backward_weight, conv2d_backward_weight_np)
