@@ -1,0 +1,181 @@
+"""2-D max and average pooling, as PyTorch's max_pool2d / avg_pool2d (floor mode).
+
+    x, dx (N, C, H, W)   y, grad (N, C, OH, OW)   idx (N, C, OH, OW) int64
+    OH = (H + 2 ph - KH) // sh + 1        (OW likewise); kernel, stride, padding are (h, w) pairs.
+
+max:  y = max over the window of the input padded with -inf; idx = the flat index (row * W + col)
+      within the (n, c) plane of the first maximum in scan order (as PyTorch: a NaN
+      wins, the last NaN if several; an all -inf window points at its first real input).
+      backward: dx[n, c].flat[idx] += grad. With overlapping windows (stride < kernel) two windows
+      can pick the same input, so one thread owns a whole (n, c) plane and does all of its scatters.
+avg:  y = sum over the window of the zero-padded input / (KH * KW)   (count_include_pad=True: the
+      padding counts in the divisor). backward: each input gets grad / (KH * KW) from every window
+      that covers it (thread owns plane (n, c) of dx, so the overlapping adds do not race).
+Padding must be at most half the kernel (checked by the layers), so every window holds at least one
+real input.
+"""
+import numpy as np
+from numba import prange
+
+from kernels._registry import kernel
+
+
+def out_size(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+# ----------------------------------------------------------------------------------------- NumPy twins
+
+def _windows_np(x, kernel_size, stride, padding, fill):
+    """All KH*KW window offsets of the padded input stacked on a new last axis: (N, C, OH, OW, K)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    n, c, h, w = x.shape
+    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), fill, x.dtype)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    views = [xp[:, :, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw]
+             for ky in range(kh) for kx in range(kw)]
+    return np.stack(views, axis=-1), oh, ow
+
+
+def maxpool2d_forward_np(x, kernel_size, stride, padding):
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    win, oh, ow = _windows_np(x, kernel_size, stride, padding, -np.inf)
+    valid = _windows_np(np.ones((1, 1) + x.shape[2:], bool), kernel_size, stride, padding, False)[0]
+    # PyTorch's scan keeps the first maximum over the real inputs (so an all -inf window points at
+    # its first real input) but lets every NaN replace the current best (so the last NaN wins).
+    first_max = np.argmax(valid & (win == win.max(axis=-1, keepdims=True)), axis=-1)
+    nan = np.isnan(win) & valid
+    last_nan = win.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+    k = np.where(nan.any(axis=-1), last_nan, first_max)
+    y = np.take_along_axis(win, k[..., None], axis=-1)[..., 0]
+    rows = np.arange(oh)[:, None] * sh + k // kw - ph
+    cols = np.arange(ow)[None, :] * sw + k % kw - pw
+    return np.ascontiguousarray(y), (rows * x.shape[3] + cols).astype(np.int64)
+
+
+def maxpool2d_backward_np(grad, idx, x_shape):
+    n, c, h, w = x_shape
+    dx = np.zeros((n * c, h * w), grad.dtype)
+    planes = np.repeat(np.arange(n * c), idx[0, 0].size)
+    np.add.at(dx, (planes, idx.reshape(-1)), grad.reshape(-1))
+    return dx.reshape(x_shape)
+
+
+def avgpool2d_forward_np(x, kernel_size, stride, padding):
+    win, _, _ = _windows_np(x, kernel_size, stride, padding, 0)
+    return (win.sum(axis=-1) / x.dtype.type(kernel_size[0] * kernel_size[1])).astype(x.dtype)
+
+
+def avgpool2d_backward_np(grad, x_shape, kernel_size, stride, padding):
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    n, c, h, w = x_shape
+    oh, ow = grad.shape[2:]
+    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), grad.dtype)
+    share = grad / grad.dtype.type(kh * kw)
+    for ky in range(kh):
+        for kx in range(kw):
+            dxp[:, :, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw] += share
+    return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w])
+
+
+# ---------------------------------------------------------------------------------------- Numba kernels
+# Every kernel runs one (n, c) plane per thread: prange over n * c, each thread owns plane (n, c)
+# of its outputs (y and idx forward, dx backward).
+
+@kernel(maxpool2d_forward_np, parallel_min=1 << 15)
+def maxpool2d_forward(x, kernel_size, stride, padding):
+    n_, c_, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    y = np.empty((n_, c_, oh, ow), dtype=x.dtype)
+    idx = np.empty((n_, c_, oh, ow), dtype=np.int64)
+    for t in prange(n_ * c_):
+        n, c = t // c_, t % c_
+        plane, yp, ip = x[n, c], y[n, c], idx[n, c]
+        for i in range(oh):
+            r0 = max(i * sh - ph, 0)
+            r1 = min(i * sh - ph + kh, h)
+            yrow, irow = yp[i], ip[i]
+            for j in range(ow):
+                c0 = max(j * sw - pw, 0)
+                c1 = min(j * sw - pw + kw, w)
+                best = -np.inf
+                where = r0 * w + c0
+                for r in range(r0, r1):
+                    xrow = plane[r]
+                    for q in range(c0, c1):
+                        v = xrow[q]
+                        if v > best or np.isnan(v):
+                            best = v
+                            where = r * w + q
+                yrow[j] = best
+                irow[j] = where
+    return y, idx
+
+
+@kernel(maxpool2d_backward_np, parallel_min=1 << 15)
+def maxpool2d_backward(grad, idx, x_shape):
+    n_, c_, h, w = x_shape
+    dx = np.zeros((n_, c_, h, w), dtype=grad.dtype)
+    oh, ow = grad.shape[2], grad.shape[3]
+    for t in prange(n_ * c_):
+        n, c = t // c_, t % c_
+        flat = dx[n, c].reshape(h * w)
+        gp, ip = grad[n, c], idx[n, c]
+        for i in range(oh):
+            grow, irow = gp[i], ip[i]
+            for j in range(ow):
+                flat[irow[j]] += grow[j]
+    return dx
+
+
+@kernel(avgpool2d_forward_np, parallel_min=1 << 15)
+def avgpool2d_forward(x, kernel_size, stride, padding):
+    n_, c_, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    y = np.empty((n_, c_, oh, ow), dtype=x.dtype)
+    scale = x.dtype.type(1) / x.dtype.type(kh * kw)
+    for t in prange(n_ * c_):
+        n, c = t // c_, t % c_
+        plane, yp = x[n, c], y[n, c]
+        for i in range(oh):
+            r0 = max(i * sh - ph, 0)
+            r1 = min(i * sh - ph + kh, h)
+            yrow = yp[i]
+            for j in range(ow):
+                c0 = max(j * sw - pw, 0)
+                c1 = min(j * sw - pw + kw, w)
+                s = x.dtype.type(0)
+                for r in range(r0, r1):
+                    xrow = plane[r]
+                    for q in range(c0, c1):
+                        s += xrow[q]
+                yrow[j] = s * scale
+    return y
+
+
+@kernel(avgpool2d_backward_np, parallel_min=1 << 15)
+def avgpool2d_backward(grad, x_shape, kernel_size, stride, padding):
+    n_, c_, h, w = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    oh, ow = grad.shape[2], grad.shape[3]
+    dx = np.zeros((n_, c_, h, w), dtype=grad.dtype)
+    scale = grad.dtype.type(1) / grad.dtype.type(kh * kw)
+    for t in prange(n_ * c_):
+        n, c = t // c_, t % c_
+        dp, gp = dx[n, c], grad[n, c]
+        for i in range(oh):
+            r0 = max(i * sh - ph, 0)
+            r1 = min(i * sh - ph + kh, h)
+            grow = gp[i]
+            for j in range(ow):
+                c0 = max(j * sw - pw, 0)
+                c1 = min(j * sw - pw + kw, w)
+                share = grow[j] * scale
+                for r in range(r0, r1):
+                    drow = dp[r]
+                    for q in range(c0, c1):
+                        drow[q] += share
+    return dx
