@@ -1,0 +1,422 @@
+"""Batch normalisation: training forward, eval forward and the fused backward, with an optional
+ReLU/LeakyReLU fused into the normalise pass.
+
+    x, y, grad, dx   (N, C) or (N, C, S) C-contiguous   (S = L for BatchNorm1d, H*W for BatchNorm2d)
+    gamma, beta      (C,) x's dtype (ones and zeros when the layer is not affine)
+    running_mean/var (C,) x's dtype, updated in place (zero-length arrays when not tracked)
+    mean, invstd     (C,) float64: the statistics a forward normalised with, kept for the backward
+    dgamma, dbeta    (C,) accumulated into (+=), as PyTorch accumulates into .grad
+
+Per channel c, over its M = N*S values:
+    training:  mean = sum(x) / M,  var = sum((x - mean)^2) / M           (biased, to normalise)
+               running = (1 - m) * running + m * batch, with var * M / (M - 1) for running_var
+    eval:      mean, var = running_mean, running_var
+    xhat = (x - mean) * invstd,  invstd = 1 / sqrt(var + eps),  y = act(gamma * xhat + beta)
+    backward:  g = grad * act'(y),  dbeta += sum(g),  dgamma += sum(g * xhat)
+               batch statistics:   dx = gamma * invstd * (g - (sum(g) + xhat * sum(g * xhat)) / M)
+               running statistics: dx = gamma * invstd * g
+
+act is a code from kernels.activations: IDENTITY, RELU or LEAKY_RELU (the layer runs the other
+codes through the separate activation kernels). All three are "y = z if z > 0 else z * s" with
+s = 1, 0 and slope, so one branch-free select serves them, and act'(y) is 1 if y > 0 else s.
+
+Numerics: the statistics are sums in float64 of d = x - shift, shift being the channel's first
+value, in one pass (the shifted-data algorithm: close to the mean, so S2/M - (S1/M)^2 does not
+cancel). The float64 mean is split into hi + lo in x's dtype and x - mean is computed as
+(x - hi) - lo: x - hi is exact for x near the mean, so float32 data with mean 1e4 and spread 1e-2
+normalises to float32 accuracy, not to the 1e-3 ulp of 1e4.
+
+Layout: (N, C, S) planes are contiguous, so a thread owns channel c and walks its N planes. (N, C)
+rows would stride by C per value of one channel, so the rows kernels walk rows in order with
+per-channel accumulators (which vectorise across channels), a thread owning a block of channels.
+"""
+import numpy as np
+from numba import njit, prange
+
+from kernels._registry import compiled, register
+from kernels.activations import IDENTITY, LEAKY_RELU, RELU
+
+FUSED_ACTS = (IDENTITY, RELU, LEAKY_RELU)
+_BLOCK = 64  # channels per thread-owned block in the (N, C) kernels: 256 bytes of a float32 row
+_SPAN = 512  # plane positions summed at once by the (N, C, S) kernels (float64 accumulators)
+
+
+def negative_scale(act, slope):
+    """s in "act(z) = z if z > 0 else z * s" for a fused activation code."""
+    if act == RELU:
+        return 0.0
+    if act == LEAKY_RELU:
+        return float(slope)
+    return 1.0
+
+
+def _split(mean, dtype):
+    """The float64 ``mean`` as hi + lo in ``dtype`` (lo is 0 for float64)."""
+    hi = mean.astype(dtype)
+    return hi, (mean - hi).astype(dtype)
+
+
+def _channels(x):
+    """Reduction axes and the (1, C, 1...) broadcast shape of per-channel arrays."""
+    return (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+
+
+# ----------------------------------------------------------------------------------------- NumPy twins
+
+def _affine_act_np(x, mean, invstd, gamma, beta, s):
+    _, shape = _channels(x)
+    dt = x.dtype.type
+    hi, lo = _split(mean, x.dtype)
+    xhat = ((x - hi.reshape(shape)) - lo.reshape(shape)) * invstd.astype(x.dtype).reshape(shape)
+    z = xhat * gamma.reshape(shape) + beta.reshape(shape)
+    return np.where(z > 0, z, z * dt(s) if s != 0 else dt(0))
+
+
+def _update_running_np(running_mean, running_var, mean, var, m, momentum):
+    if running_mean.size:
+        unbiased = var * (m / (m - 1)) if m > 1 else var
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        running_var[...] = (1 - momentum) * running_var + momentum * unbiased
+
+
+def batchnorm_train_forward_np(x, gamma, beta, running_mean, running_var, momentum, eps, act,
+                               slope):
+    axes, _ = _channels(x)
+    mean = x.mean(axis=axes, dtype=np.float64)
+    var = x.var(axis=axes, dtype=np.float64)
+    invstd = 1.0 / np.sqrt(var + eps)
+    y = _affine_act_np(x, mean, invstd, gamma, beta, negative_scale(act, slope))
+    _update_running_np(running_mean, running_var, mean, var, x.size // x.shape[1], momentum)
+    return y, mean, invstd
+
+
+def batchnorm_eval_forward_np(x, gamma, beta, running_mean, running_var, eps, act, slope):
+    mean = running_mean.astype(np.float64)
+    invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+    return _affine_act_np(x, mean, invstd, gamma, beta, negative_scale(act, slope)), mean, invstd
+
+
+def batchnorm_backward_np(grad, x, y, gamma, mean, invstd, act, slope, batch_stats, dgamma, dbeta,
+                          need_dx):
+    axes, shape = _channels(x)
+    dt = x.dtype.type
+    s = negative_scale(act, slope)
+    g = grad if s == 1.0 else np.where(y > 0, grad, grad * dt(s) if s != 0 else dt(0))
+    hi, lo = _split(mean, x.dtype)
+    inv = invstd.astype(x.dtype).reshape(shape)
+    xhat = ((x - hi.reshape(shape)) - lo.reshape(shape)) * inv
+    sum_g = g.sum(axis=axes, dtype=np.float64)
+    sum_gx = (g * xhat).sum(axis=axes, dtype=np.float64)
+    dgamma += sum_gx.astype(dgamma.dtype)
+    dbeta += sum_g.astype(dbeta.dtype)
+    if not need_dx:
+        return None
+    k = (gamma * invstd).astype(x.dtype).reshape(shape)
+    if not batch_stats:
+        return g * k
+    m = x.size // x.shape[1]
+    a = (sum_g / m).astype(x.dtype).reshape(shape)
+    b = (sum_gx / m).astype(x.dtype).reshape(shape)
+    return (g - a - xhat * b) * k
+
+
+# ---------------------------------------------------------------------------------------- Numba kernels
+
+@njit(cache=True)
+def _plane_sums(x, c, sh, a1, a2):
+    # Sum of d and d^2 over channel c of x (N, C, S), d = x - sh in x's dtype, in float64. The sums
+    # run "vertically": a1[k], a2[k] accumulate position k of a span of the plane over the N planes,
+    # so the inner loop carries no dependence and vectorises (a running scalar sum would not).
+    n, _, ns = x.shape
+    s1 = 0.0
+    s2 = 0.0
+    for k0 in range(0, ns, a1.size):
+        k1 = min(ns, k0 + a1.size)
+        b1 = a1[:k1 - k0]
+        b2 = a2[:k1 - k0]
+        b1[:] = 0.0
+        b2[:] = 0.0
+        for i in range(n):
+            p = x[i, c, k0:k1]
+            for k in range(p.size):
+                d = np.float64(p[k] - sh)
+                b1[k] += d
+                b2[k] += d * d
+        for k in range(b1.size):
+            s1 += b1[k]
+            s2 += b2[k]
+    return s1, s2
+
+
+@njit(cache=True)
+def _plane_grad_sums(grad, y, x, c, hi, s, a1, a2):
+    # sum(g') and sum(g' * (x - hi)) over channel c, g' = grad * act'(y); vertical as _plane_sums.
+    n, _, ns = x.shape
+    zero = x.dtype.type(0)
+    sg = 0.0
+    sgh = 0.0
+    for k0 in range(0, ns, a1.size):
+        k1 = min(ns, k0 + a1.size)
+        b1 = a1[:k1 - k0]
+        b2 = a2[:k1 - k0]
+        b1[:] = 0.0
+        b2[:] = 0.0
+        for i in range(n):
+            g = grad[i, c, k0:k1]
+            yr = y[i, c, k0:k1]
+            p = x[i, c, k0:k1]
+            for k in range(g.size):
+                gk = g[k] if yr[k] > zero else g[k] * s
+                b1[k] += np.float64(gk)
+                b2[k] += np.float64(gk * (p[k] - hi))
+        for k in range(b1.size):
+            sg += b1[k]
+            sgh += b2[k]
+    return sg, sgh
+
+
+@njit(cache=True)
+def _normalise(p, o, hi, lo, a, b, s):
+    # o = act(((p - hi) - lo) * a + b) over a contiguous vector; s: see the header.
+    zero = p.dtype.type(0)
+    for k in range(p.size):
+        z = ((p[k] - hi) - lo) * a + b
+        o[k] = z if z > zero else z * s
+
+
+@njit(cache=True)
+def _input_grad(g, y, p, o, hi, lo, inv, k0, ca, cb, s):
+    # o = k0 * (g' - ca - xhat * cb) over a contiguous vector (ca = cb = 0: running statistics).
+    zero = g.dtype.type(0)
+    for k in range(g.size):
+        gk = g[k] if y[k] > zero else g[k] * s
+        o[k] = k0 * (gk - ca - ((p[k] - hi) - lo) * inv * cb)
+
+
+@njit(cache=True)
+def _stats(s1, s2, shift, m, eps, c, mean, invstd, rmean, rvar, momentum):
+    # Channel c's mean and invstd from its shifted sums; running statistics updated when tracked.
+    mu = s1 / m
+    var = max(s2 / m - mu * mu, 0.0)
+    mean[c] = shift + mu
+    invstd[c] = 1.0 / np.sqrt(var + eps)
+    if rmean.size:
+        unbiased = var * (m / (m - 1.0)) if m > 1 else var
+        rmean[c] = (1.0 - momentum) * rmean[c] + momentum * mean[c]
+        rvar[c] = (1.0 - momentum) * rvar[c] + momentum * unbiased
+
+
+@compiled(parallel_min=1 << 18)
+def _train_planes(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s):
+    # x, y: (N, C, S). Thread owns channel c: y[:, c], mean[c], invstd[c], rmean[c], rvar[c].
+    n, nc, ns = x.shape
+    m = x.size // nc
+    dt = x.dtype.type
+    for c in prange(nc):
+        sh = x[0, c, 0]
+        a1 = np.empty(min(ns, _SPAN), np.float64)
+        a2 = np.empty(min(ns, _SPAN), np.float64)
+        s1, s2 = _plane_sums(x, c, sh, a1, a2)
+        _stats(s1, s2, np.float64(sh), m, eps, c, mean, invstd, rmean, rvar, momentum)
+        hi = dt(mean[c])
+        lo = dt(mean[c] - hi)
+        a = dt(invstd[c]) * gamma[c]
+        for i in range(n):
+            _normalise(x[i, c], y[i, c], hi, lo, a, beta[c], dt(s))
+
+
+@compiled(parallel_min=1 << 18)
+def _train_rows(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s, s1, s2):
+    # x, y: (N, C); s1, s2: (C,) float64 scratch. Thread owns channel block cb: columns
+    # j0:j1 of y, mean, invstd, rmean, rvar, s1 and s2. Rows are walked in order.
+    n, nc = x.shape
+    dt = x.dtype.type
+    zero = dt(0)
+    for cb in prange((nc + _BLOCK - 1) // _BLOCK):
+        j0 = cb * _BLOCK
+        j1 = min(nc, j0 + _BLOCK)
+        sh = x[0, j0:j1]
+        a1 = s1[j0:j1]
+        a2 = s2[j0:j1]
+        for i in range(n):
+            row = x[i, j0:j1]
+            for j in range(row.size):
+                d = np.float64(row[j] - sh[j])
+                a1[j] += d
+                a2[j] += d * d
+        hi = np.empty(j1 - j0, x.dtype)
+        lo = np.empty(j1 - j0, x.dtype)
+        a = np.empty(j1 - j0, x.dtype)
+        for j in range(j1 - j0):
+            c = j0 + j
+            _stats(a1[j], a2[j], np.float64(sh[j]), n, eps, c, mean, invstd, rmean, rvar, momentum)
+            hi[j] = dt(mean[c])
+            lo[j] = dt(mean[c] - hi[j])
+            a[j] = dt(invstd[c]) * gamma[c]
+        b = beta[j0:j1]
+        neg = dt(s)
+        for i in range(n):
+            row = x[i, j0:j1]
+            out = y[i, j0:j1]
+            for j in range(row.size):
+                z = ((row[j] - hi[j]) - lo[j]) * a[j] + b[j]
+                out[j] = z if z > zero else z * neg
+
+
+@compiled(parallel_min=1 << 18)
+def _eval_planes(x, y, gamma, beta, mean, invstd, s):
+    # x, y: (N, C, S). Thread owns channel c: y[:, c].
+    n, nc, _ = x.shape
+    dt = x.dtype.type
+    for c in prange(nc):
+        hi = dt(mean[c])
+        lo = dt(mean[c] - hi)
+        a = dt(invstd[c]) * gamma[c]
+        for i in range(n):
+            _normalise(x[i, c], y[i, c], hi, lo, a, beta[c], dt(s))
+
+
+@compiled(parallel_min=1 << 18)
+def _eval_rows(x, y, hi, lo, a, b, s):
+    # x, y: (N, C); hi, lo, a, b: (C,) x's dtype. Thread owns row i of y.
+    zero = x.dtype.type(0)
+    neg = x.dtype.type(s)
+    for i in prange(x.shape[0]):
+        row = x[i]
+        out = y[i]
+        for j in range(row.size):
+            z = ((row[j] - hi[j]) - lo[j]) * a[j] + b[j]
+            out[j] = z if z > zero else z * neg
+
+
+@compiled(parallel_min=1 << 18)
+def _backward_planes(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, dgamma, dbeta, dx):
+    # grad, x, y, dx: (N, C, S). Thread owns channel c: dx[:, c], dgamma[c], dbeta[c].
+    # sum(g * xhat) = invstd * (sum(g * (x - hi)) - lo * sum(g)), one multiply less per value.
+    n, nc, ns = x.shape
+    m = x.size // nc
+    dt = x.dtype.type
+    neg = dt(s)
+    for c in prange(nc):
+        hi = dt(mean[c])
+        lo = dt(mean[c] - hi)
+        inv = dt(invstd[c])
+        a1 = np.empty(min(ns, _SPAN), np.float64)
+        a2 = np.empty(min(ns, _SPAN), np.float64)
+        sg, sgh = _plane_grad_sums(grad, y, x, c, hi, neg, a1, a2)
+        sgx = invstd[c] * (sgh - np.float64(lo) * sg)
+        dgamma[c] += dgamma.dtype.type(sgx)
+        dbeta[c] += dbeta.dtype.type(sg)
+        if need_dx:
+            k0 = dt(gamma[c] * invstd[c])
+            ca = dt(sg / m) if batch_stats else dt(0)
+            cb = dt(sgx / m) if batch_stats else dt(0)
+            for i in range(n):
+                _input_grad(grad[i, c], y[i, c], x[i, c], dx[i, c], hi, lo, inv, k0, ca, cb, neg)
+
+
+@compiled(parallel_min=1 << 18)
+def _backward_rows(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, dgamma, dbeta, dx,
+                   hi, lo, inv, sg, sgh):
+    # grad, x, y, dx: (N, C); hi, lo, inv: (C,) x's dtype; sg, sgh: (C,) float64 scratch.
+    # Thread owns channel block cb: columns j0:j1 of dx, dgamma, dbeta, sg and sgh.
+    n, nc = x.shape
+    dt = x.dtype.type
+    zero = dt(0)
+    neg = dt(s)
+    for cb in prange((nc + _BLOCK - 1) // _BLOCK):
+        j0 = cb * _BLOCK
+        j1 = min(nc, j0 + _BLOCK)
+        bh = hi[j0:j1]
+        bl = lo[j0:j1]
+        bi = inv[j0:j1]
+        a1 = sg[j0:j1]
+        a2 = sgh[j0:j1]
+        for i in range(n):
+            gr = grad[i, j0:j1]
+            yr = y[i, j0:j1]
+            xr = x[i, j0:j1]
+            for j in range(gr.size):
+                gj = gr[j] if yr[j] > zero else gr[j] * neg
+                a1[j] += np.float64(gj)
+                a2[j] += np.float64(gj * (xr[j] - bh[j]))
+        k0 = np.empty(j1 - j0, x.dtype)
+        ca = np.zeros(j1 - j0, x.dtype)
+        cc = np.zeros(j1 - j0, x.dtype)
+        for j in range(j1 - j0):
+            c = j0 + j
+            sgx = invstd[c] * (a2[j] - np.float64(bl[j]) * a1[j])
+            dgamma[c] += dgamma.dtype.type(sgx)
+            dbeta[c] += dbeta.dtype.type(a1[j])
+            k0[j] = dt(gamma[c] * invstd[c])
+            if batch_stats:
+                ca[j] = dt(a1[j] / n)
+                cc[j] = dt(sgx / n)
+        if need_dx:
+            for i in range(n):
+                gr = grad[i, j0:j1]
+                yr = y[i, j0:j1]
+                xr = x[i, j0:j1]
+                out = dx[i, j0:j1]
+                for j in range(gr.size):
+                    gj = gr[j] if yr[j] > zero else gr[j] * neg
+                    out[j] = k0[j] * (gj - ca[j] - ((xr[j] - bh[j]) - bl[j]) * bi[j] * cc[j])
+
+
+# ------------------------------------------------------------------------------ public entry points
+
+def _planes(a):
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def batchnorm_train_forward(x, gamma, beta, running_mean, running_var, momentum, eps, act, slope):
+    nc = x.shape[1]
+    y = np.empty_like(x)
+    mean = np.empty(nc, np.float64)
+    invstd = np.empty(nc, np.float64)
+    s = negative_scale(act, slope)
+    if x.ndim == 2:
+        _train_rows(x, y, gamma, beta, mean, invstd, running_mean, running_var, float(momentum),
+                    float(eps), s, np.zeros(nc, np.float64), np.zeros(nc, np.float64))
+    else:
+        _train_planes(_planes(x), _planes(y), gamma, beta, mean, invstd, running_mean, running_var,
+                      float(momentum), float(eps), s)
+    return y, mean, invstd
+
+
+def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps, act, slope):
+    mean = running_mean.astype(np.float64)
+    invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+    y = np.empty_like(x)
+    s = negative_scale(act, slope)
+    if x.ndim == 2:
+        hi, lo = _split(mean, x.dtype)
+        a = (invstd.astype(x.dtype) * gamma).astype(x.dtype)
+        _eval_rows(x, y, hi, lo, a, beta, s)
+    else:
+        _eval_planes(_planes(x), _planes(y), gamma, beta, mean, invstd, s)
+    return y, mean, invstd
+
+
+def batchnorm_backward(grad, x, y, gamma, mean, invstd, act, slope, batch_stats, dgamma, dbeta,
+                       need_dx):
+    s = negative_scale(act, slope)
+    if s == 1.0:
+        y = x  # act'(y) is 1 whatever y is; reading x again costs no memory traffic
+    dx = np.empty_like(x) if need_dx else np.empty((1,) * x.ndim, x.dtype)
+    if x.ndim == 2:
+        nc = x.shape[1]
+        hi, lo = _split(mean, x.dtype)
+        _backward_rows(grad, x, y, gamma, mean, invstd, s, bool(batch_stats), bool(need_dx),
+                       dgamma, dbeta, dx, hi, lo, invstd.astype(x.dtype),
+                       np.zeros(nc, np.float64), np.zeros(nc, np.float64))
+    else:
+        _backward_planes(_planes(grad), _planes(x), _planes(y), gamma, mean, invstd, s,
+                         bool(batch_stats), bool(need_dx), dgamma, dbeta,
+                         _planes(dx) if need_dx else dx.reshape(1, 1, 1))
+    return dx if need_dx else None
+
+
+register("batchnorm_train_forward", batchnorm_train_forward, batchnorm_train_forward_np)
+register("batchnorm_eval_forward", batchnorm_eval_forward, batchnorm_eval_forward_np)
+register("batchnorm_backward", batchnorm_backward, batchnorm_backward_np)

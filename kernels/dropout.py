@@ -1,0 +1,222 @@
+"""Dropout with masks hashed from a counter-based generator, so a mask depends only on the key.
+
+    x, y, grad, dx   any shape, C-contiguous (element dropout: flat views)
+                     (R, S) for channel dropout: R = N*C channels of S = L or H*W values each
+    mask             uint8, 1 = kept: x's shape for element dropout, (R,) for channel dropout
+    seed, counter    the key (fastlayers.random.next_key()); p the drop probability in [0, 1]
+
+Forward: y = x / (1 - p) where kept, 0 where dropped (inverted dropout; p = 1 gives zeros).
+Backward: dx = grad / (1 - p) where kept, from the stored uint8 mask (a byte per element, never a
+float copy of it).
+
+The generator is splitmix64's output function applied to a counter: value k of stream (seed,
+counter) is mix(base + (k + 1) * GOLDEN), base = mix(mix(seed) ^ counter). Each 64-bit value gives
+two keep/drop decisions: its high 32 bits decide element 2k, its low 32 bits element 2k + 1. An
+element is kept when its 32 bits are >= round(p * 2^32), so it is dropped with probability p up to
+2^-33. A decision depends only on (seed, counter, index), so the mask is the same on any number of
+threads, and the NumPy twin, which evaluates the same hash vectorised over an index array, gives
+the same mask bit for bit.
+"""
+import numpy as np
+from numba import njit, prange
+
+from kernels._registry import compiled, register
+
+GOLDEN = 0x9E3779B97F4A7C15
+_M1 = 0xBF58476D1CE4E5B9
+_M2 = 0x94D049BB133111EB
+_MASK64 = (1 << 64) - 1
+_CHUNK = 2048  # 64-bit hash values per thread-owned chunk (4096 elements)
+
+
+def _mix_int(z):
+    """splitmix64's output function on a Python int (used once per key)."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * _M1) & _MASK64
+    z = ((z ^ (z >> 27)) * _M2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def stream_base(seed, counter):
+    """The base of the hash stream for key (seed, counter), as a uint64."""
+    return np.uint64(_mix_int(_mix_int(int(seed)) ^ (int(counter) & _MASK64)))
+
+
+def drop_threshold(p):
+    """32-bit values below this are dropped: round(p * 2^32), as a uint64 (2^32 for p = 1)."""
+    return np.uint64(int(round(float(p) * 4294967296.0)))
+
+
+def keep_scale(p):
+    """The factor applied to kept values, 1 / (1 - p) (0 for p = 1, when nothing is kept)."""
+    return 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+
+
+# ----------------------------------------------------------------------------------------- NumPy twins
+
+def keep_mask_np(n, p, seed, counter):
+    """The uint8 keep mask of ``n`` decisions for key (seed, counter), vectorised."""
+    k = np.arange(1, (n + 1) // 2 + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = stream_base(seed, counter) + k * np.uint64(GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_M1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_M2)
+    z ^= z >> np.uint64(31)
+    bits = np.empty(2 * k.size, np.uint64)
+    bits[0::2] = z >> np.uint64(32)
+    bits[1::2] = z & np.uint64(0xFFFFFFFF)
+    return (bits[:n] >= drop_threshold(p)).astype(np.uint8)
+
+
+def dropout_forward_np(x, p, seed, counter):
+    mask = keep_mask_np(x.size, p, seed, counter).reshape(x.shape)
+    y = np.where(mask != 0, x * x.dtype.type(keep_scale(p)), x.dtype.type(0))
+    return y, mask
+
+
+def dropout_backward_np(grad, mask, p):
+    return np.where(mask != 0, grad * grad.dtype.type(keep_scale(p)), grad.dtype.type(0))
+
+
+def dropout_channels_forward_np(x, p, seed, counter):
+    mask = keep_mask_np(x.shape[0], p, seed, counter)
+    y = np.where(mask[:, None] != 0, x * x.dtype.type(keep_scale(p)), x.dtype.type(0))
+    return y, mask
+
+
+def dropout_channels_backward_np(grad, mask, p):
+    return np.where(mask[:, None] != 0, grad * grad.dtype.type(keep_scale(p)), grad.dtype.type(0))
+
+
+# ---------------------------------------------------------------------------------------- Numba kernels
+
+@njit(cache=True, inline="always")
+def _mix(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(_M1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(_M2)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def _hash_chunk(base, k0, k1, threshold, mask):
+    # Decisions of hash values k0 <= k < k1 into mask[2*k - 2*k0 ...] (mask covers those values).
+    golden = np.uint64(GOLDEN)
+    one = np.uint64(1)
+    low = np.uint64(0xFFFFFFFF)
+    s32 = np.uint64(32)
+    for k in range(k0, k1):
+        z = _mix(base + (np.uint64(k) + one) * golden)
+        j = 2 * (k - k0)
+        mask[j] = np.uint8((z >> s32) >= threshold)
+        mask[j + 1] = np.uint8((z & low) >= threshold)
+
+
+@compiled(parallel_min=1 << 17)
+def _dropout_flat(x, y, mask, base, threshold, scale):
+    # x, y, mask: (n,). Thread owns chunk b: elements [2*_CHUNK*b, 2*_CHUNK*(b+1)) of y and mask.
+    n = x.size
+    npairs = (n + 1) // 2
+    zero = x.dtype.type(0)
+    sc = x.dtype.type(scale)
+    for b in prange((npairs + _CHUNK - 1) // _CHUNK):
+        k0 = b * _CHUNK
+        k1 = min(npairs, k0 + _CHUNK)
+        e0 = 2 * k0
+        e1 = min(n, 2 * k1)
+        m = np.empty(2 * (k1 - k0), np.uint8)
+        _hash_chunk(base, k0, k1, threshold, m)
+        xs = x[e0:e1]
+        ys = y[e0:e1]
+        ms = mask[e0:e1]
+        for i in range(e1 - e0):
+            keep = m[i]
+            ms[i] = keep
+            v = xs[i] * sc
+            ys[i] = v if keep != 0 else zero
+
+
+@compiled(parallel_min=1 << 17)
+def _dropout_channels(x, y, mask, base, threshold, scale):
+    # x, y: (R, S); mask: (R,) filled by one serial hash pass first. Then thread owns row r of y.
+    npairs = (x.shape[0] + 1) // 2
+    m = np.empty(2 * npairs, np.uint8)
+    _hash_chunk(base, 0, npairs, threshold, m)
+    mask[:] = m[:x.shape[0]]
+    zero = x.dtype.type(0)
+    sc = x.dtype.type(scale)
+    for r in prange(x.shape[0]):
+        xs = x[r]
+        ys = y[r]
+        if mask[r] != 0:
+            for i in range(xs.size):
+                ys[i] = xs[i] * sc
+        else:
+            for i in range(xs.size):
+                ys[i] = zero
+
+
+@compiled(parallel_min=1 << 17)
+def _dropout_grad_flat(grad, mask, dx, scale):
+    # grad, mask, dx: (n,). Thread owns chunk b of dx.
+    n = grad.size
+    zero = grad.dtype.type(0)
+    sc = grad.dtype.type(scale)
+    step = 2 * _CHUNK
+    for b in prange((n + step - 1) // step):
+        e0 = b * step
+        e1 = min(n, e0 + step)
+        gs = grad[e0:e1]
+        ms = mask[e0:e1]
+        ds = dx[e0:e1]
+        for i in range(e1 - e0):
+            v = gs[i] * sc
+            ds[i] = v if ms[i] != 0 else zero
+
+
+@compiled(parallel_min=1 << 17)
+def _dropout_grad_channels(grad, mask, dx, scale):
+    # grad, dx: (R, S); mask: (R,). Thread owns row r of dx.
+    zero = grad.dtype.type(0)
+    sc = grad.dtype.type(scale)
+    for r in prange(grad.shape[0]):
+        gs = grad[r]
+        ds = dx[r]
+        if mask[r] != 0:
+            for i in range(gs.size):
+                ds[i] = gs[i] * sc
+        else:
+            for i in range(gs.size):
+                ds[i] = zero
+
+
+def dropout_forward(x, p, seed, counter):
+    y = np.empty_like(x)
+    mask = np.empty(x.shape, np.uint8)
+    _dropout_flat(x.reshape(-1), y.reshape(-1), mask.reshape(-1), stream_base(seed, counter),
+                  drop_threshold(p), keep_scale(p))
+    return y, mask
+
+
+def dropout_backward(grad, mask, p):
+    dx = np.empty_like(grad)
+    _dropout_grad_flat(grad.reshape(-1), mask.reshape(-1), dx.reshape(-1), keep_scale(p))
+    return dx
+
+
+def dropout_channels_forward(x, p, seed, counter):
+    y = np.empty_like(x)
+    mask = np.empty(x.shape[0], np.uint8)
+    _dropout_channels(x, y, mask, stream_base(seed, counter), drop_threshold(p), keep_scale(p))
+    return y, mask
+
+
+def dropout_channels_backward(grad, mask, p):
+    dx = np.empty_like(grad)
+    _dropout_grad_channels(grad, mask, dx, keep_scale(p))
+    return dx
+
+
+register("dropout_forward", dropout_forward, dropout_forward_np)
+register("dropout_backward", dropout_backward, dropout_backward_np)
+register("dropout_channels_forward", dropout_channels_forward, dropout_channels_forward_np)
+register("dropout_channels_backward", dropout_channels_backward, dropout_channels_backward_np)
