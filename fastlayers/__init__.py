@@ -24,5 +24,8 @@ from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntr
 from fastlayers.module import Module, Parameter, Sequential
 from fastlayers.optim import SGD, Adam, Momentum, NAdam, Nadam, Optimizer, RMSprop
 from fastlayers.random import manual_seed
+from fastlayers.threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
+
+set_num_threads()
