@@ -124,7 +124,7 @@ def batchnorm_backward_np(grad, x, y, gamma, mean, invstd, act, slope, batch_sta
 
 @njit(cache=True)
 def _plane_sums(x, c, sh, a1, a2):
-    # Sum of d and d^2 over channel c of x (N, C, S), d = x - sh in x's dtype, in float64. The sums
+    # Sum of d and d^2 over channel c of x (N, C, S), d = x - sh, in float64. The sums
     # run "vertically": a1[k], a2[k] accumulate position k of a span of the plane over the N planes,
     # so the inner loop carries no dependence and vectorises (a running scalar sum would not).
     n, _, ns = x.shape
@@ -139,7 +139,7 @@ def _plane_sums(x, c, sh, a1, a2):
         for i in range(n):
             p = x[i, c, k0:k1]
             for k in range(p.size):
-                d = np.float64(p[k] - sh)
+                d = np.float64(p[k]) - sh
                 b1[k] += d
                 b2[k] += d * d
         for k in range(b1.size):
@@ -213,11 +213,11 @@ def _train_planes(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s
     m = x.size // nc
     dt = x.dtype.type
     for c in prange(nc):
-        sh = x[0, c, 0]
+        sh = np.float64(x[0, c, 0])
         a1 = np.empty(min(ns, _SPAN), np.float64)
         a2 = np.empty(min(ns, _SPAN), np.float64)
         s1, s2 = _plane_sums(x, c, sh, a1, a2)
-        _stats(s1, s2, np.float64(sh), m, eps, c, mean, invstd, rmean, rvar, momentum)
+        _stats(s1, s2, sh, m, eps, c, mean, invstd, rmean, rvar, momentum)
         hi = dt(mean[c])
         lo = dt(mean[c] - hi)
         a = dt(invstd[c]) * gamma[c]
@@ -235,13 +235,13 @@ def _train_rows(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s, 
     for cb in prange((nc + _BLOCK - 1) // _BLOCK):
         j0 = cb * _BLOCK
         j1 = min(nc, j0 + _BLOCK)
-        sh = x[0, j0:j1]
+        sh = x[0, j0:j1].astype(np.float64)
         a1 = s1[j0:j1]
         a2 = s2[j0:j1]
         for i in range(n):
             row = x[i, j0:j1]
             for j in range(row.size):
-                d = np.float64(row[j] - sh[j])
+                d = np.float64(row[j]) - sh[j]
                 a1[j] += d
                 a2[j] += d * d
         hi = np.empty(j1 - j0, x.dtype)
@@ -249,7 +249,7 @@ def _train_rows(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s, 
         a = np.empty(j1 - j0, x.dtype)
         for j in range(j1 - j0):
             c = j0 + j
-            _stats(a1[j], a2[j], np.float64(sh[j]), n, eps, c, mean, invstd, rmean, rvar, momentum)
+            _stats(a1[j], a2[j], sh[j], n, eps, c, mean, invstd, rmean, rvar, momentum)
             hi[j] = dt(mean[c])
             lo[j] = dt(mean[c] - hi[j])
             a[j] = dt(invstd[c]) * gamma[c]
