@@ -1,0 +1,116 @@
+"""kernels.conv: the compiled convolution against its NumPy twin (both builds), and PyTorch."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from kernels import conv as K
+
+# Every compiled piece the conv ops dispatch to: setting their threshold forces one build.
+_PIECES = (K._pad_into, K._upsample_pad_into, K._corr_s1, K._conv_general, K._wgrad_s1,
+           K._wgrad_general)
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def build(request, monkeypatch):
+    for piece in _PIECES:
+        monkeypatch.setattr(piece, "parallel_min", None if request.param == "serial" else 0)
+    return request.param
+
+
+@st.composite
+def conv_cases(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    # the input is at least as large as the dilated kernel once padded (output size >= 1)
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 9))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 9))
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 6))
+    return dict(n=n, c=c, o=o, h=h, w=w, k=(kh, kw), s=(sh, sw), p=(ph, pw), d=(dh, dw),
+                bias=draw(st.booleans()), seed=draw(st.integers(0, 2**31)))
+
+
+def _arrays(case, dtype):
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(dtype)
+    w = rng.standard_normal((case["o"], case["c"]) + case["k"]).astype(dtype)
+    b = rng.standard_normal(case["o"]).astype(dtype) if case["bias"] else None
+    oh = K.out_size(case["h"], case["k"][0], case["s"][0], case["p"][0], case["d"][0])
+    ow = K.out_size(case["w"], case["k"][1], case["s"][1], case["p"][1], case["d"][1])
+    g = rng.standard_normal((case["n"], case["o"], oh, ow)).astype(dtype)
+    return x, w, b, g
+
+
+def _all_grads(fwd, bin_, bw, x, w, b, g, s, p, d):
+    y = fwd(x, w, b, s, p, d)
+    dx = bin_(g, w, x.shape, s, p, d)
+    dw = np.full_like(w, 0.5)                    # accumulates into what is there
+    db = np.full(w.shape[0], 0.25, w.dtype) if b is not None else None
+    bw(g, x, s, p, d, dw, db)
+    return y, dx, dw, db
+
+
+def _compare(case, dtype, rtol, atol):
+    x, w, b, g = _arrays(case, dtype)
+    args = (x, w, b, g, case["s"], case["p"], case["d"])
+    got = _all_grads(K.conv2d_forward, K.conv2d_backward_input, K.conv2d_backward_weight, *args)
+    want = _all_grads(K.conv2d_forward_np, K.conv2d_backward_input_np, K.conv2d_backward_weight_np,
+                      *args)
+    for name, a, e in zip(("y", "dx", "dw", "db"), got, want):
+        if e is None:
+            assert a is None
+            continue
+        assert a.dtype == dtype and a.shape == e.shape, name
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=name)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=conv_cases())
+def test_kernels_match_twins_float64(build, case):
+    _compare(case, np.float64, 1e-10, 1e-10)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=conv_cases())
+def test_kernels_match_twins_float32(build, case):
+    if build == "serial":
+        pytest.skip("float32 serial build: covered by the torch parity test (small shapes dispatch "
+                    "to it); skipped to save a compile")
+    _compare(case, np.float32, 1e-4, 1e-4)
+
+
+@pytest.mark.parametrize("case", [
+    dict(n=1, c=1, o=1, h=1, w=1, k=(1, 1), s=(1, 1), p=(0, 0), d=(1, 1)),     # all sizes 1
+    dict(n=1, c=3, o=5, h=4, w=6, k=(1, 1), s=(1, 1), p=(0, 0), d=(1, 1)),     # 1x1 kernel
+    dict(n=2, c=2, o=3, h=3, w=3, k=(3, 3), s=(1, 1), p=(0, 0), d=(1, 1)),     # 1x1 output
+    dict(n=2, c=1, o=16, h=28, w=28, k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1)),  # first MNIST conv
+    dict(n=2, c=4, o=7, h=9, w=8, k=(3, 3), s=(2, 2), p=(1, 1), d=(2, 2)),
+    dict(n=1, c=2, o=2, h=3, w=3, k=(2, 2), s=(1, 1), p=(2, 2), d=(1, 1)),     # padding > kernel
+])
+def test_edge_shapes(build, case):
+    _compare(dict(case, bias=True, seed=1), np.float64, 1e-10, 1e-10)
+
+
+def test_parity_with_torch_float32():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = np.random.default_rng(3)
+    for (n, c, o, h, w, k, s, p, d) in [(4, 16, 32, 14, 14, (3, 3), (1, 1), (1, 1), (1, 1)),
+                                        (3, 1, 16, 28, 28, (3, 3), (1, 1), (1, 1), (1, 1)),
+                                        (2, 3, 5, 11, 9, (3, 2), (2, 3), (1, 2), (2, 1)),
+                                        (2, 2, 4, 8, 8, (5, 5), (1, 1), (2, 2), (1, 1))]:
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        wt = rng.standard_normal((o, c) + k).astype(np.float32)
+        b = rng.standard_normal(o).astype(np.float32)
+        tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, wt, b))
+        ty = F.conv2d(tx, tw, tb, s, p, d)
+        g = rng.standard_normal(ty.shape).astype(np.float32)
+        ty.backward(torch.from_numpy(g))
+        y = K.conv2d_forward(x, wt, b, s, p, d)
+        dx = K.conv2d_backward_input(g, wt, x.shape, s, p, d)
+        dw, db = np.zeros_like(wt), np.zeros_like(b)
+        K.conv2d_backward_weight(g, x, s, p, d, dw, db)
+        for a, e in ((y, ty), (dx, tx.grad), (dw, tw.grad), (db, tb.grad)):
+            e = e.detach().numpy()
+            np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
