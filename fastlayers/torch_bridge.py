@@ -70,3 +70,30 @@ def optimizer_to_torch(opt, params):
     if type(opt) not in table:
         raise TypeError(f"no PyTorch equivalent known for {type(opt).__name__}")
     return table[type(opt)](params, **d)
+
+
+class TorchEngine:
+    """The PyTorch twin of :class:`fastlayers.train.Engine`: same model (weights copied), loss and
+    optimizer hyperparameters; batches arrive as NumPy arrays and are wrapped without copying."""
+
+    name = "pytorch"
+
+    def __init__(self, model, loss_fn, optimizer):
+        self.model = to_torch(model)
+        self.loss_fn = loss_to_torch(loss_fn)
+        self.optimizer = optimizer_to_torch(optimizer, self.model.parameters())
+
+    def train_step(self, x, y):
+        out = self.model(torch.from_numpy(x))
+        loss = self.loss_fn(out, torch.from_numpy(y))
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def predict(self, x):
+        with torch.no_grad():
+            return self.model(torch.from_numpy(x)).argmax(dim=1).numpy()
+
+    def train(self, mode):
+        self.model.train(mode)

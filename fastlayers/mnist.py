@@ -1,0 +1,260 @@
+"""The MNIST speed run: ``python -m fastlayers.mnist`` (or ``fastlayers-mnist``).
+
+Trains one of the speed-run models (``fastlayers.models``) on an MNIST-family dataset and reports
+time and accuracy: a progress bar per epoch, a summary line per epoch, the one-off compile time
+apart from training time, the time to reach ``--target-accuracy``, and with ``--compare-torch`` the
+same run in PyTorch (same architecture, initial weights, hyperparameters and batch order; epochs
+alternate between the two frameworks so both see the same machine load) with the time ratio.
+
+With no arguments it trains the 784-128-10 MLP on the embedded ``mnist-10k`` digits.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+DEFAULTS = {  # model: (optimizer, learning rate, batch size, epochs)
+    "mlp": ("sgd", 0.2, 32, 20),
+    "mlp-bn": ("adam", 1e-3, 128, 5),
+    "cnn": ("adam", 1e-3, 128, 3),
+}
+
+
+def parse_args(argv=None):
+    from fastlayers.data import DATASETS
+    from fastlayers.models import MODELS
+    from fastlayers.train import OPTIMIZERS
+
+    p = argparse.ArgumentParser(prog="fastlayers-mnist", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist-10k")
+    p.add_argument("--data-dir", default=None,
+                   help="directory holding (or receiving) the dataset files")
+    p.add_argument("--model", choices=sorted(MODELS), default="mlp")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None,
+                   help="default: sgd for mlp, adam otherwise")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: 0.2 for mlp with sgd, 1e-3 for adam")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 32 for mlp, 128 otherwise")
+    p.add_argument("--epochs", type=int, default=None, help="default: 20 mlp, 5 mlp-bn, 3 cnn")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for the kernels (and for PyTorch); default: all")
+    p.add_argument("--target-accuracy", type=float, default=None,
+                   help="stop once the test accuracy reaches this fraction (e.g. 0.95)")
+    p.add_argument("--json", dest="json_path", default=None, help="write results as JSON here")
+    p.add_argument("--plot", default=None, help="save loss/accuracy curves as a PNG here")
+    p.add_argument("--compare-torch", action="store_true",
+                   help="also train the same model in PyTorch and print a side-by-side table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+
+    opt, lr, batch, epochs = DEFAULTS[args.model]
+    args.optimizer = args.optimizer or opt
+    if args.lr is None:
+        args.lr = lr if args.optimizer == opt else {"sgd": 0.05, "momentum": 0.01}.get(
+            args.optimizer, 1e-3)
+    args.batch_size = args.batch_size or batch
+    args.epochs = args.epochs if args.epochs is not None else epochs
+    for name, value, low in [("--batch-size", args.batch_size, 1), ("--epochs", args.epochs, 1),
+                             ("--seed", args.seed, 0)]:
+        if value < low:
+            p.error(f"{name} must be >= {low}, got {value}")
+    if not args.lr > 0:
+        p.error(f"--lr must be > 0, got {args.lr}")
+    if args.target_accuracy is not None and not 0 < args.target_accuracy <= 1:
+        p.error(f"--target-accuracy must be in (0, 1], got {args.target_accuracy}")
+    if args.threads is not None:
+        import numba
+        if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
+            p.error(f"--threads must be in [1, {numba.config.NUMBA_NUM_THREADS}], got {args.threads}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            p.error("--plot needs matplotlib: pip install 'fastlayers[plot]'")
+    if args.compare_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            p.error("--compare-torch needs PyTorch: pip install 'torch==2.13.0' (the CPU build)")
+    return args
+
+
+def _make(args, dataset):
+    """Fresh model, loss, optimizer and loaders, all seeded from ``args.seed``."""
+    import fastlayers as fl
+    from fastlayers.data import DataLoader
+    from fastlayers.models import FLAT_INPUT, build
+    from fastlayers.train import OPTIMIZERS
+
+    fl.manual_seed(args.seed)
+    model = build(args.model)
+    loss_fn = fl.CrossEntropyLoss()
+    optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr)
+    flat = FLAT_INPUT[args.model]
+    train = DataLoader(dataset.x_train, dataset.y_train, batch_size=args.batch_size, shuffle=True,
+                       flatten=flat)
+    test = DataLoader(dataset.x_test, dataset.y_test, batch_size=1000, flatten=flat)
+    return model, loss_fn, optimizer, train, test
+
+
+def _warm_up(args, dataset):
+    """Compile (or load from Numba's cache) every kernel the run uses, on a throwaway model, for
+    the training batch, the last partial batch and the evaluation batch. Returns seconds."""
+    from fastlayers.train import Engine
+
+    t0 = time.perf_counter()
+    model, loss_fn, optimizer, train, test = _make(args, dataset)
+    engine = Engine(model, loss_fn, optimizer)
+    x, y = next(iter(train))
+    sizes = {len(y), len(dataset.y_train) % args.batch_size}
+    for n in sorted(s for s in sizes if s > 1):
+        engine.train_step(x[:n], y[:n])
+    engine.train(False)
+    engine.predict(next(iter(test))[0])
+    return time.perf_counter() - t0
+
+
+def _environment(args):
+    import numba
+
+    import fastlayers as fl
+    env = {"python": platform.python_version(), "numpy": np.__version__,
+           "numba": numba.__version__, "fastlayers": fl.__version__, "machine": platform.machine(),
+           "cpus": os.cpu_count(), "threads": fl.get_num_threads(), "backend": args.backend}
+    if args.compare_torch:
+        import torch
+        env.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+    return env
+
+
+def run(args, out=sys.stdout):
+    """Train as ``args`` say; print the report to ``out`` and return the results as a dict."""
+    import fastlayers as fl
+    from fastlayers.data import load_dataset
+    from fastlayers.train import Engine, accuracy, run_epoch
+
+    fl.set_num_threads(args.threads)
+    fl.set_backend(args.backend)
+    if args.compare_torch:
+        import torch
+        torch.set_num_threads(fl.get_num_threads())
+        from fastlayers.torch_bridge import TorchEngine
+
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir)
+    print(f"dataset {dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_test)} test images "
+          f"({dataset.source})", file=out)
+    compile_s = _warm_up(args, dataset)
+    print(f"compile/load kernels: {compile_s:.2f} s (not counted in training time)", file=out)
+
+    model, loss_fn, optimizer, train, test = _make(args, dataset)
+    runs = [(Engine(model, loss_fn, optimizer), train, test)]
+    if args.compare_torch:
+        _, _, _, t_train, t_test = _make(args, dataset)  # same seed: same batch order
+        runs.append((TorchEngine(model, loss_fn, optimizer), t_train, t_test))
+
+    results = {e.name: {"epochs": [], "time_to_target_s": None} for e, _, _ in runs}
+    done = set()
+    for epoch in range(1, args.epochs + 1):
+        for engine, loader, test_loader in runs:
+            if engine.name in done:
+                continue
+            bar = None
+            if not args.no_progress:
+                from tqdm import tqdm
+                bar = tqdm(total=len(dataset.y_train), unit="img",
+                           desc=f"{engine.name} epoch {epoch}/{args.epochs}", leave=False,
+                           file=sys.stderr)
+            loss, seconds, samples = run_epoch(engine, loader, bar)
+            if bar is not None:
+                bar.close()
+            acc = accuracy(engine, test_loader)
+            r = results[engine.name]
+            r["epochs"].append({"epoch": epoch, "train_loss": loss, "test_accuracy": acc,
+                                "seconds": seconds, "samples_per_s": samples / seconds})
+            total = sum(e["seconds"] for e in r["epochs"])
+            print(f"{engine.name:>10} epoch {epoch:2d}: train loss {loss:.4f}  test accuracy "
+                  f"{acc:.2%}  {seconds:6.2f} s  {samples / seconds:9,.0f} samples/s", file=out)
+            if args.target_accuracy is not None and acc >= args.target_accuracy \
+                    and r["time_to_target_s"] is None:
+                r["time_to_target_s"] = total
+                print(f"{engine.name:>10} reached {args.target_accuracy:.2%} after {total:.2f} s "
+                      f"of training ({epoch} epochs)", file=out)
+                done.add(engine.name)
+        if len(done) == len(runs):
+            break
+
+    for name, r in results.items():
+        secs = [e["seconds"] for e in r["epochs"]]
+        r.update(median_epoch_s=float(np.median(secs)), total_train_s=float(np.sum(secs)),
+                 final_test_accuracy=r["epochs"][-1]["test_accuracy"])
+    report = {"config": {k: v for k, v in vars(args).items()}, "environment": _environment(args),
+              "compile_s": compile_s, "results": results}
+    if args.compare_torch:
+        ratio = results["fastlayers"]["median_epoch_s"] / results["pytorch"]["median_epoch_s"]
+        report["ratio_fastlayers_to_pytorch"] = ratio
+        print(_table(results, ratio), file=out)
+    if args.json_path:
+        _write_json(args.json_path, report)
+    if args.plot:
+        _plot(args.plot, results)
+    return report
+
+
+def _table(results, ratio):
+    rows = ["", "| framework | median s/epoch | final test accuracy | time to target (s) |",
+            "|---|---:|---:|---:|"]
+    for name, r in results.items():
+        ttt = "-" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.2f}"
+        rows.append(f"| {name} | {r['median_epoch_s']:.3f} | {r['final_test_accuracy']:.2%} | "
+                    f"{ttt} |")
+    rows.append(f"\nfastlayers / pytorch epoch time: {ratio:.2f}x")
+    return "\n".join(rows)
+
+
+def _write_json(path, report):
+    """Write ``report`` atomically (a temporary file in the same directory, then a rename)."""
+    path = os.path.abspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    os.replace(tmp, path)
+
+
+def _plot(path, results):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name, r in results.items():
+        ep = [e["epoch"] for e in r["epochs"]]
+        ax1.plot(ep, [e["train_loss"] for e in r["epochs"]], marker="o", label=name)
+        ax2.plot(ep, [e["test_accuracy"] for e in r["epochs"]], marker="o", label=name)
+    ax1.set(xlabel="epoch", ylabel="train loss")
+    ax2.set(xlabel="epoch", ylabel="test accuracy")
+    ax1.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from fastlayers.data import DatasetError
+    try:
+        run(args)
+    except DatasetError as e:
+        print(f"fastlayers-mnist: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""A training loop for fastlayers models, and the same loop for a PyTorch twin (used by the speed run).
+
+Both engines take batches from the same :class:`~fastlayers.data.DataLoader`, so the two frameworks
+see the same data in the same order; only the time spent inside an engine's step is its own.
+"""
+import time
+
+import numpy as np
+
+from fastlayers.optim import SGD, Adam, Momentum, NAdam, RMSprop
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam, "nadam": NAdam}
+
+
+class Engine:
+    """Trains a fastlayers model: ``train_step(x, y) -> loss``, ``predict(x) -> class indices``."""
+
+    name = "fastlayers"
+
+    def __init__(self, model, loss_fn, optimizer):
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        first = next(iter(model)) if hasattr(model, "__iter__") else model
+        first.needs_input_grad = False   # the images are data: no gradient wanted
+
+    def train_step(self, x, y):
+        loss = self.loss_fn(self.model(x), y)
+        self.optimizer.zero_grad()
+        self.model.backward(self.loss_fn.backward())
+        self.optimizer.step()
+        return loss
+
+    def predict(self, x):
+        return self.model(x).argmax(axis=1)
+
+    def train(self, mode):
+        self.model.train(mode)
+
+
+def run_epoch(engine, loader, progress=None):
+    """One pass over ``loader``. Returns (mean loss, seconds in the engine's steps, samples)."""
+    total, count, seconds = 0.0, 0, 0.0
+    engine.train(True)
+    for x, y in loader:
+        t0 = time.perf_counter()
+        loss = engine.train_step(x, y)
+        seconds += time.perf_counter() - t0
+        total += loss * len(y)
+        count += len(y)
+        if progress is not None:
+            progress.update(len(y))
+            progress.set_postfix(loss=f"{loss:.4f}", samples_s=f"{count / max(seconds, 1e-9):,.0f}",
+                                 refresh=False)
+    return total / max(count, 1), seconds, count
+
+
+def accuracy(engine, loader):
+    """Fraction of ``loader``'s samples whose predicted class is the label (evaluation mode)."""
+    engine.train(False)
+    correct = total = 0
+    for x, y in loader:
+        correct += int(np.count_nonzero(engine.predict(x) == y))
+        total += len(y)
+    return correct / max(total, 1)
