@@ -17,12 +17,17 @@ PyTorch-style modules with an explicit backward::
 """
 from fastlayers.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from fastlayers.backend import get_backend, set_backend, use_backend
+from fastlayers.conv import Conv2d, SimpleConv
+from fastlayers.data import DataLoader, load_dataset
+from fastlayers.dropout import Dropout, Dropout2d
 from fastlayers.gradcheck import gradcheck
 from fastlayers.linear import Flatten, Identity, Linear
 from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntropyLoss, MSELoss,
                              NLLLoss)
 from fastlayers.module import Module, Parameter, Sequential
+from fastlayers.normalization import BatchNorm, BatchNorm1d, BatchNorm2d
 from fastlayers.optim import SGD, Adam, Momentum, NAdam, Nadam, Optimizer, RMSprop
+from fastlayers.pooling import AvgPool2d, MaxPool2d
 from fastlayers.random import manual_seed
 from fastlayers.threads import get_num_threads, set_num_threads
 
