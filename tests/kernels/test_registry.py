@@ -1,0 +1,157 @@
+"""The kernel registry: identical names on both backends, serial/parallel dispatch by size."""
+import numba
+import numpy as np
+import pytest
+
+import kernels
+from kernels import _registry, activations, losses, softmax
+from tests.conftest import compiled_dispatchers, forced_build
+
+# Every op the foundation issue asks for, on both backends.
+REQUIRED = {
+    "activation_forward", "activation_backward", "bias_act_forward", "act_bias_backward",
+    "linear_forward", "linear_backward",
+    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
+    "cross_entropy_forward", "cross_entropy_probs_forward",
+    "mse_forward", "bce_forward", "bce_logits_forward", "nll_forward",
+    "sgd_step", "rmsprop_step", "adam_step", "nadam_step",
+}
+
+
+def _public(ns):
+    return sorted(n for n in dir(ns) if not n.startswith("_"))
+
+
+def test_both_backends_register_identical_names():
+    numba_ns, numpy_ns = kernels.backend("numba"), kernels.backend("numpy")
+    assert _public(numba_ns) == _public(numpy_ns) == kernels.names()
+    assert REQUIRED <= set(kernels.names())
+    for name in kernels.names():
+        assert callable(getattr(numba_ns, name)) and callable(getattr(numpy_ns, name))
+        # The two backends really are different implementations.
+        assert getattr(numba_ns, name) is not getattr(numpy_ns, name), name
+
+
+def test_numba_backend_holds_the_compiled_dispatchers():
+    ns = kernels.backend("numba")
+    for name in ("softmax_forward", "log_softmax_backward", "sgd_step", "adam_step", "nadam_step",
+                 "rmsprop_step", "bias_act_forward"):
+        disp = getattr(ns, name)
+        assert hasattr(disp, "serial") and hasattr(disp, "parallel"), name
+
+
+def test_unknown_backend_raises():
+    with pytest.raises(ValueError, match="backend"):
+        kernels.backend("cuda")
+
+
+def test_registering_a_name_twice_raises_and_keeps_the_first():
+    before = kernels.backend("numba").softmax_forward
+    with pytest.raises(RuntimeError, match="softmax_forward"):
+        _registry.register("softmax_forward", lambda x: x, lambda x: x)
+    assert kernels.backend("numba").softmax_forward is before
+    assert _registry._IMPLS["numba"]["softmax_forward"] is before
+
+
+def test_build_fixture_reaches_the_private_helpers():
+    names = {n for n, _ in compiled_dispatchers()}
+    for required in ("activations._act_flat", "activations._act_grad_flat",
+                     "activations._act_bias_backward", "activations.bias_act_forward",
+                     "softmax._ce_rows", "softmax.softmax_forward", "softmax.log_softmax_forward",
+                     "losses._pointwise", "optim.sgd_step", "optim.rmsprop_step",
+                     "optim.adam_step", "optim.nadam_step"):
+        assert required in names
+
+
+def test_forced_build_restores_thresholds():
+    before = {n: d.parallel_min for n, d in compiled_dispatchers()}
+    with pytest.raises(KeyError):
+        with forced_build("parallel"):
+            assert all(d.parallel_min == 0 for _, d in compiled_dispatchers())
+            raise KeyError("boom")
+    assert {n: d.parallel_min for n, d in compiled_dispatchers()} == before
+
+
+# A tiny kernel of our own, so the dispatch rule is observable through each build's signatures.
+@_registry.compiled(parallel_min=8)
+def _double_it(x, out):
+    for i in numba.prange(x.size):
+        out[i] = 2 * x[i]
+
+
+def test_dispatch_picks_serial_below_and_parallel_at_threshold():
+    small = np.arange(7, dtype=np.int16)     # a signature no other test uses
+    out = np.empty_like(small)
+    _double_it(small, out)
+    np.testing.assert_array_equal(out, 2 * small)
+    assert len(_double_it.serial.signatures) == 1
+    assert len(_double_it.parallel.signatures) == 0
+
+    big = np.arange(8, dtype=np.int16)
+    out = np.empty_like(big)
+    _double_it(big, out)
+    np.testing.assert_array_equal(out, 2 * big)
+    assert len(_double_it.parallel.signatures) == 1
+
+    # None: always serial, whatever the size.
+    _double_it.parallel_min = None
+    try:
+        huge = np.arange(100, dtype=np.int16)
+        out = np.empty_like(huge)
+        _double_it.serial(huge, np.empty_like(huge))
+        _double_it(huge, out)
+        np.testing.assert_array_equal(out, 2 * huge)
+    finally:
+        _double_it.parallel_min = 8
+
+
+def test_serial_and_parallel_builds_are_distinct_compilations():
+    assert activations._act_flat.serial is not activations._act_flat.parallel
+    assert activations._act_flat.serial.py_func.__qualname__.endswith("__serial")
+    assert not activations._act_flat.parallel.py_func.__qualname__.endswith("__serial")
+    assert activations._act_flat.parallel.targetoptions.get("parallel") is True
+    assert not activations._act_flat.serial.targetoptions.get("parallel")
+
+
+def test_build_fixture_really_runs_the_parallel_build(build):
+    x = np.linspace(-3, 3, 37)
+    out = np.empty_like(x)
+    activations._act_flat(x, out, activations.RELU, 0.0)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    disp = activations._act_flat.parallel if build == "parallel" else activations._act_flat.serial
+    assert any(sig[0] == numba.typeof(x) for sig in disp.signatures)
+
+
+@pytest.mark.parametrize("kind", [losses.MSE, losses.BCE, losses.BCE_LOGITS])
+def test_loss_sum_does_not_depend_on_thread_count(kind):
+    rng = np.random.default_rng(5)
+    n = 3 * losses.CHUNK + 17
+    p = rng.uniform(0.01, 0.99, n)
+    t = rng.uniform(0, 1, n)
+    results = []
+    saved = numba.get_num_threads()
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            partial = np.zeros((n + losses.CHUNK - 1) // losses.CHUNK)
+            g = np.empty_like(p)
+            losses._pointwise.parallel(p, t, kind, 1.0, True, g, partial)
+            results.append((partial.sum(), g.copy()))
+    finally:
+        numba.set_num_threads(saved)
+    for loss, g in results[1:]:
+        assert loss == results[0][0]
+        np.testing.assert_array_equal(g, results[0][1])
+
+
+def test_softmax_rows_do_not_depend_on_thread_count():
+    x = np.random.default_rng(1).standard_normal((33, 10))
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = softmax.softmax_forward.parallel(x)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = softmax.softmax_forward.parallel(x)
+    finally:
+        numba.set_num_threads(saved)
+    np.testing.assert_array_equal(one, many)
