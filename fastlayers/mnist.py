@@ -137,6 +137,7 @@ def _environment(args):
 def run(args, out=sys.stdout):
     """Train as ``args`` say; print the report to ``out`` and return the results as a dict."""
     import fastlayers as fl
+    from fastlayers import random
     from fastlayers.data import load_dataset
     from fastlayers.train import Engine, accuracy, run_epoch
 
@@ -162,9 +163,14 @@ def run(args, out=sys.stdout):
     results = {e.name: {"epochs": [], "time_to_target_s": None} for e, _, _ in runs}
     done = set()
     for epoch in range(1, args.epochs + 1):
+        # Every framework's epoch starts from the same random state (same shuffle); afterwards the
+        # state fastlayers' own epoch left (its dropout counter) is what carries on.
+        start = random.get_state()
+        after = None
         for engine, loader, test_loader in runs:
             if engine.name in done:
                 continue
+            random.set_state(start)
             bar = None
             if not args.no_progress:
                 from tqdm import tqdm
@@ -181,12 +187,15 @@ def run(args, out=sys.stdout):
             total = sum(e["seconds"] for e in r["epochs"])
             print(f"{engine.name:>10} epoch {epoch:2d}: train loss {loss:.4f}  test accuracy "
                   f"{acc:.2%}  {seconds:6.2f} s  {samples / seconds:9,.0f} samples/s", file=out)
+            after = after or random.get_state()
             if args.target_accuracy is not None and acc >= args.target_accuracy \
                     and r["time_to_target_s"] is None:
                 r["time_to_target_s"] = total
                 print(f"{engine.name:>10} reached {args.target_accuracy:.2%} after {total:.2f} s "
                       f"of training ({epoch} epochs)", file=out)
                 done.add(engine.name)
+        if after is not None:
+            random.set_state(after)
         if len(done) == len(runs):
             break
 
