@@ -99,9 +99,16 @@ def read_idx(path, ndim=None):
                             f"{len(dims_raw) // 4} present")
             dims = struct.unpack(f">{nd}I", dims_raw)
             size = int(np.prod(dims, dtype=np.int64)) if nd else 1
+            expected_len = 4 + 4 * nd + size
+            # A corrupt header must not make us allocate gigabytes: the data cannot exceed the
+            # file (raw), or 1032x the file (deflate's maximum compression ratio).
+            on_disk = os.fstat(raw.fileno()).st_size
+            if expected_len > (on_disk if f is raw else 1032 * on_disk + 1024):
+                _fail(path, f"truncated IDX data: header {dims} needs {expected_len} bytes "
+                            f"(uncompressed), the file holds {on_disk} bytes"
+                            f"{' (compressed)' if f is not raw else ''}")
             out = np.empty(dims, dtype=np.uint8)
             got = _read_exact(f, memoryview(out.reshape(-1)).cast("B"))
-            expected_len = 4 + 4 * nd + size
             if got < size:
                 _fail(path, f"truncated IDX data: header {dims} needs {expected_len} bytes "
                             f"(uncompressed), file has {4 + 4 * nd + got}")

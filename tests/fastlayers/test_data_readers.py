@@ -284,3 +284,10 @@ def test_fashion_mnist_from_debian_package():
     np.testing.assert_array_equal(np.bincount(ds.y_train), [6000] * 10)
     np.testing.assert_array_equal(np.bincount(ds.y_test), [1000] * 10)
     assert ds.classes[9] == "Ankle boot"
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_absurd_header_is_refused_before_allocating(tmp_path, gz):
+    p = put(tmp_path / "huge", idx_bytes(IMAGES, dims=(4_000_000_000, 28, 28)), gz)
+    with pytest.raises(DatasetError, match="truncated IDX data.*4000000000"):
+        read_idx_images(p)
