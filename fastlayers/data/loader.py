@@ -12,7 +12,8 @@ class DataLoader:
 
     Each batch gathers only its own rows into a new C-contiguous array of ``dtype``: uint8 images
     are scaled to [0, 1] (``x / 255``), float inputs are cast unchanged. Every yielded array is
-    fresh, so a caller may keep or modify it; the whole set is never copied per epoch.
+    fresh (never a buffer reused by the next batch), so a caller may keep or modify it; the whole
+    set is never copied per epoch.
 
     Args:
         x: inputs, (N, ...) with at least 2 dimensions; uint8 (images) or floating point.
@@ -91,20 +92,33 @@ class DataLoader:
 
     def _batches(self, order):
         n, b = len(self.x), self.batch_size
+        # Shuffled uint8 rows are gathered into this private buffer (np.take with out=, about 15%
+        # faster per epoch here than fancy indexing) and scaled from it into a fresh float array.
+        # One buffer per epoch, so two iterators over the same loader never share it.
+        buf = (np.empty((b,) + self.x.shape[1:], dtype=np.uint8)
+               if self._scale and order is not None else None)
         for start in range(0, len(self) * b, b):
             stop = min(start + b, n)
             rows = slice(start, stop) if order is None else order[start:stop]
-            yield self._gather(rows), self.y[rows].copy()
+            yield self._gather(rows, buf), self.y[rows].copy()
 
-    def _gather(self, rows):
-        xb = self.x[rows]  # only this batch's rows (a copy for index arrays, a view for slices)
-        shape = (len(xb),) + self._sample_shape
+    def _gather(self, rows, buf):
+        """This batch's rows (only those) as a fresh C-contiguous array of ``dtype``."""
+        view = isinstance(rows, slice)
+        if view:
+            xb = self.x[rows]
+        elif buf is not None:
+            # mode="clip" skips the bounds check that makes np.take buffer `out`; the rows are
+            # a permutation of range(n), so they are in bounds.
+            xb = np.take(self.x, rows, axis=0, out=buf[:len(rows)], mode="clip")
+        else:
+            xb = self.x[rows]  # a fresh copy of the rows
         if self._scale:
             out = np.empty(xb.shape, dtype=self.dtype)
             np.divide(xb, self.dtype.type(255), out=out)
         else:
-            out = np.array(xb, dtype=self.dtype, order="C", copy=True)
-        return out.reshape(shape)
+            out = xb.astype(self.dtype, order="C", copy=view)
+        return out.reshape((len(xb),) + self._sample_shape)
 
     def __repr__(self):
         return (f"DataLoader(num_samples={len(self.x)}, batch_size={self.batch_size}, "

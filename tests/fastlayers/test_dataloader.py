@@ -194,3 +194,22 @@ def test_bad_arrays(x, y, error, message):
 def test_repr():
     loader = DataLoader(*indexed(10), batch_size=4, drop_last=True)
     assert "batch_size=4" in repr(loader) and "batches=2" in repr(loader)
+
+
+def test_shuffled_uint8_batches_are_correct_and_independent():
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (23, 4, 4), dtype=np.uint8)
+    x[:, 0, 0] = np.arange(23)  # tag each image with its index
+    y = np.arange(23) % 10
+    fastlayers.manual_seed(3)
+    loader = DataLoader(x, y, batch_size=5, shuffle=True)
+    kept = []
+    for (xa, ya), (xb, yb) in zip(loader, loader):  # two epochs in flight at once
+        for xs, ys in ((xa, ya), (xb, yb)):
+            ids = np.rint(xs[:, 0, 0, 0] * 255).astype(np.int64)
+            np.testing.assert_array_equal(xs[:, 0], x[ids] / np.float32(255))
+            np.testing.assert_array_equal(ys, y[ids])
+            kept.append((xs, ids))
+    for xs, ids in kept:  # nothing handed out earlier was overwritten later
+        np.testing.assert_array_equal(xs[:, 0], x[ids] / np.float32(255))
+    assert sorted(np.concatenate([ids for _, ids in kept[::2]]).tolist()) == list(range(23))
