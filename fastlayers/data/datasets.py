@@ -34,7 +34,7 @@ from fastlayers.data.idx import DatasetError, read_idx_pair, read_mnist_npz
 __all__ = ["Dataset", "Resource", "load_dataset", "DATASETS", "default_data_dir"]
 
 
-@dataclass
+@dataclass(eq=False)
 class Dataset:
     """Train and test splits of an image-classification dataset held in memory.
 
