@@ -37,7 +37,7 @@ from kernels._registry import compiled, register
 from kernels.activations import IDENTITY, LEAKY_RELU, RELU
 
 FUSED_ACTS = (IDENTITY, RELU, LEAKY_RELU)
-_BLOCK = 64  # channels per thread-owned block in the (N, C) kernels: 256 bytes of a float32 row
+_BLOCK = 64  # channels per thread-owned block in the parallel (N, C) kernels
 _SPAN = 512  # plane positions summed at once by the (N, C, S) kernels (float64 accumulators)
 
 
@@ -226,39 +226,41 @@ def _train_planes(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s
 
 
 @compiled(parallel_min=1 << 18)
-def _train_rows(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s, s1, s2):
-    # x, y: (N, C); s1, s2: (C,) float64 scratch. Thread owns channel block cb: columns
-    # j0:j1 of y, mean, invstd, rmean, rvar, s1 and s2. Rows are walked in order.
+def _train_rows(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s, width):
+    # x, y: (N, C). Thread owns channel block cb: columns j0:j1 (width of them) of y, mean, invstd,
+    # rmean and rvar. Rows are walked in order; the accumulators are the block's own arrays.
     n, nc = x.shape
     dt = x.dtype.type
     zero = dt(0)
-    for cb in prange((nc + _BLOCK - 1) // _BLOCK):
-        j0 = cb * _BLOCK
-        j1 = min(nc, j0 + _BLOCK)
+    neg = dt(s)
+    for cb in prange((nc + width - 1) // width):
+        j0 = cb * width
+        j1 = min(nc, j0 + width)
+        w = j1 - j0
         sh = x[0, j0:j1].astype(np.float64)
-        a1 = s1[j0:j1]
-        a2 = s2[j0:j1]
+        a1 = np.zeros(w, np.float64)
+        a2 = np.zeros(w, np.float64)
         for i in range(n):
             row = x[i, j0:j1]
-            for j in range(row.size):
+            for j in range(w):
                 d = np.float64(row[j]) - sh[j]
                 a1[j] += d
                 a2[j] += d * d
-        hi = np.empty(j1 - j0, x.dtype)
-        lo = np.empty(j1 - j0, x.dtype)
-        a = np.empty(j1 - j0, x.dtype)
-        for j in range(j1 - j0):
+        hi = np.empty(w, x.dtype)
+        lo = np.empty(w, x.dtype)
+        a = np.empty(w, x.dtype)
+        b = np.empty(w, x.dtype)
+        for j in range(w):
             c = j0 + j
             _stats(a1[j], a2[j], sh[j], n, eps, c, mean, invstd, rmean, rvar, momentum)
             hi[j] = dt(mean[c])
             lo[j] = dt(mean[c] - hi[j])
             a[j] = dt(invstd[c]) * gamma[c]
-        b = beta[j0:j1]
-        neg = dt(s)
+            b[j] = beta[c]
         for i in range(n):
             row = x[i, j0:j1]
             out = y[i, j0:j1]
-            for j in range(row.size):
+            for j in range(w):
                 z = ((row[j] - hi[j]) - lo[j]) * a[j] + b[j]
                 out[j] = z if z > zero else z * neg
 
@@ -317,35 +319,40 @@ def _backward_planes(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, d
 
 @compiled(parallel_min=1 << 18)
 def _backward_rows(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, dgamma, dbeta, dx,
-                   hi, lo, inv, sg, sgh):
-    # grad, x, y, dx: (N, C); hi, lo, inv: (C,) x's dtype; sg, sgh: (C,) float64 scratch.
-    # Thread owns channel block cb: columns j0:j1 of dx, dgamma, dbeta, sg and sgh.
+                   width):
+    # grad, x, y, dx: (N, C). Thread owns channel block cb: columns j0:j1 (width of them) of dx,
+    # dgamma and dbeta; the accumulators are the block's own arrays.
     n, nc = x.shape
     dt = x.dtype.type
     zero = dt(0)
     neg = dt(s)
-    for cb in prange((nc + _BLOCK - 1) // _BLOCK):
-        j0 = cb * _BLOCK
-        j1 = min(nc, j0 + _BLOCK)
-        bh = hi[j0:j1]
-        bl = lo[j0:j1]
-        bi = inv[j0:j1]
-        a1 = sg[j0:j1]
-        a2 = sgh[j0:j1]
+    for cb in prange((nc + width - 1) // width):
+        j0 = cb * width
+        j1 = min(nc, j0 + width)
+        w = j1 - j0
+        hi = np.empty(w, x.dtype)
+        lo = np.empty(w, x.dtype)
+        inv = np.empty(w, x.dtype)
+        for j in range(w):
+            hi[j] = dt(mean[j0 + j])
+            lo[j] = dt(mean[j0 + j] - hi[j])
+            inv[j] = dt(invstd[j0 + j])
+        a1 = np.zeros(w, np.float64)
+        a2 = np.zeros(w, np.float64)
         for i in range(n):
             gr = grad[i, j0:j1]
             yr = y[i, j0:j1]
             xr = x[i, j0:j1]
-            for j in range(gr.size):
+            for j in range(w):
                 gj = gr[j] if yr[j] > zero else gr[j] * neg
                 a1[j] += np.float64(gj)
-                a2[j] += np.float64(gj * (xr[j] - bh[j]))
-        k0 = np.empty(j1 - j0, x.dtype)
-        ca = np.zeros(j1 - j0, x.dtype)
-        cc = np.zeros(j1 - j0, x.dtype)
-        for j in range(j1 - j0):
+                a2[j] += np.float64(gj * (xr[j] - hi[j]))
+        k0 = np.empty(w, x.dtype)
+        ca = np.zeros(w, x.dtype)
+        cc = np.zeros(w, x.dtype)
+        for j in range(w):
             c = j0 + j
-            sgx = invstd[c] * (a2[j] - np.float64(bl[j]) * a1[j])
+            sgx = invstd[c] * (a2[j] - np.float64(lo[j]) * a1[j])
             dgamma[c] += dgamma.dtype.type(sgx)
             dbeta[c] += dbeta.dtype.type(a1[j])
             k0[j] = dt(gamma[c] * invstd[c])
@@ -358,15 +365,22 @@ def _backward_rows(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, dga
                 yr = y[i, j0:j1]
                 xr = x[i, j0:j1]
                 out = dx[i, j0:j1]
-                for j in range(gr.size):
+                for j in range(w):
                     gj = gr[j] if yr[j] > zero else gr[j] * neg
-                    out[j] = k0[j] * (gj - ca[j] - ((xr[j] - bh[j]) - bl[j]) * bi[j] * cc[j])
+                    out[j] = k0[j] * (gj - ca[j] - ((xr[j] - hi[j]) - lo[j]) * inv[j] * cc[j])
 
 
 # ------------------------------------------------------------------------------ public entry points
 
 def _planes(a):
     return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def _width(dispatch, x):
+    """Channels per block for an (N, C) kernel: all of them when the serial build will run (one
+    block, rows walked once), else blocks of _BLOCK so every thread gets some."""
+    serial = dispatch.parallel_min is None or x.size < dispatch.parallel_min
+    return x.shape[1] if serial else _BLOCK
 
 
 def batchnorm_train_forward(x, gamma, beta, running_mean, running_var, momentum, eps, act, slope):
@@ -377,7 +391,7 @@ def batchnorm_train_forward(x, gamma, beta, running_mean, running_var, momentum,
     s = negative_scale(act, slope)
     if x.ndim == 2:
         _train_rows(x, y, gamma, beta, mean, invstd, running_mean, running_var, float(momentum),
-                    float(eps), s, np.zeros(nc, np.float64), np.zeros(nc, np.float64))
+                    float(eps), s, _width(_train_rows, x))
     else:
         _train_planes(_planes(x), _planes(y), gamma, beta, mean, invstd, running_mean, running_var,
                       float(momentum), float(eps), s)
@@ -405,11 +419,8 @@ def batchnorm_backward(grad, x, y, gamma, mean, invstd, act, slope, batch_stats,
         y = x  # act'(y) is 1 whatever y is; reading x again costs no memory traffic
     dx = np.empty_like(x) if need_dx else np.empty((1,) * x.ndim, x.dtype)
     if x.ndim == 2:
-        nc = x.shape[1]
-        hi, lo = _split(mean, x.dtype)
         _backward_rows(grad, x, y, gamma, mean, invstd, s, bool(batch_stats), bool(need_dx),
-                       dgamma, dbeta, dx, hi, lo, invstd.astype(x.dtype),
-                       np.zeros(nc, np.float64), np.zeros(nc, np.float64))
+                       dgamma, dbeta, dx, _width(_backward_rows, x))
     else:
         _backward_planes(_planes(grad), _planes(x), _planes(y), gamma, mean, invstd, s,
                          bool(batch_stats), bool(need_dx), dgamma, dbeta,
