@@ -40,8 +40,9 @@ def compiled(parallel_min=PARALLEL_MIN):
 
     The parallel build runs ``prange`` loops on Numba's threads; in the serial build ``prange`` acts
     as ``range``. A call uses the parallel build when its first argument has at least
-    ``dispatch.parallel_min`` elements (``None``: always serial). Both builds stay reachable as
-    ``.serial`` and ``.parallel`` on the returned dispatcher.
+    ``dispatch.parallel_min`` elements (``None``: always serial); ``dispatch.runs_parallel(size)``
+    tells which build a call of that size gets. Both builds stay reachable as ``.serial`` and
+    ``.parallel`` on the returned dispatcher.
     """
     def decorate(func):
         serial = njit(cache=True)(_renamed(func, "__serial"))
@@ -49,10 +50,10 @@ def compiled(parallel_min=PARALLEL_MIN):
 
         @functools.wraps(func)
         def dispatch(*args):
-            if dispatch.parallel_min is not None and args[0].size >= dispatch.parallel_min:
-                return parallel(*args)
-            return serial(*args)
+            return parallel(*args) if dispatch.runs_parallel(args[0].size) else serial(*args)
         dispatch.parallel_min = parallel_min
+        dispatch.runs_parallel = lambda size: (dispatch.parallel_min is not None
+                                               and size >= dispatch.parallel_min)
         dispatch.serial, dispatch.parallel = serial, parallel
         return dispatch
     return decorate

@@ -137,27 +137,27 @@ def bias_act_forward(y, b, act, slope):
 
 
 @compiled(parallel_min=1 << 15)
-def _act_bias_backward(grad, y, g, gb, act, slope):
-    # grad, y, g: (N, D); gb: (D,) float64. First pass: thread owns row i of g.
+def _act_bias_backward(grad, y, g, gb, act, slope, block):
+    # grad, y, g: (N, D); gb: (D,). Thread owns columns [j0, j1) of g and gb: it sweeps every row,
+    # writing g and adding into gb in the same pass (serial: one block of all D columns).
     n, d = grad.shape
-    for i in prange(n):
-        _act_grad_row(grad[i], y[i], g[i], act, slope)
-    # Second pass: thread owns a block of columns of gb and sums them over all rows.
-    nblocks = (d + 15) // 16
-    for jb in prange(nblocks):
-        j0 = jb * 16
-        j1 = min(d, j0 + 16)
+    for jb in prange((d + block - 1) // block):
+        j0 = jb * block
+        j1 = min(d, j0 + block)
+        acc = gb[j0:j1]
         for i in range(n):
-            row = g[i]
-            for j in range(j0, j1):
-                gb[j] += row[j]
+            gi = g[i, j0:j1]
+            _act_grad_row(grad[i, j0:j1], y[i, j0:j1], gi, act, slope)
+            for j in range(j1 - j0):
+                acc[j] += gi[j]
 
 
 def act_bias_backward(grad, y, act, slope):
     g = np.empty_like(grad)
-    gb = np.zeros(grad.shape[1], np.float64)
-    _act_bias_backward(grad, y, g, gb, act, slope)
-    return g, gb.astype(grad.dtype)
+    gb = np.zeros(grad.shape[1], grad.dtype)
+    parallel = _act_bias_backward.runs_parallel(grad.size)
+    _act_bias_backward(grad, y, g, gb, act, slope, 64 if parallel else max(grad.shape[1], 1))
+    return g, gb
 
 
 register("activation_forward", activation_forward, activation_forward_np)

@@ -141,12 +141,21 @@ def _ce_rows(x, labels, t, use_labels, scale, need_grad, losses, g):
         m = row[0]
         for c in range(row.size):
             m = max(m, row[c])
+        # The exponentials go straight into the gradient row (or a scratch row) and are scaled there.
+        out = g[n] if need_grad else np.empty(row.size, x.dtype)
         s = 0.0
         for c in range(row.size):
-            s += np.exp(row[c] - m)
+            e = np.exp(row[c] - m)
+            out[c] = e
+            s += e
         lse = m + np.log(s)
         if use_labels:
             losses[n] = lse - row[labels[n]]
+            if need_grad:
+                inv = x.dtype.type(scale / s)
+                for c in range(row.size):
+                    out[c] *= inv
+                out[labels[n]] -= x.dtype.type(scale)
         else:
             tr = t[n]
             acc = 0.0
@@ -155,17 +164,11 @@ def _ce_rows(x, labels, t, use_labels, scale, need_grad, losses, g):
                 acc += tr[c] * (lse - row[c])
                 tsum += tr[c]
             losses[n] = acc
-        if need_grad:
-            out = g[n]
-            inv = scale / s
-            if use_labels:
+            if need_grad:
+                inv = x.dtype.type(scale * tsum / s)
+                sc = x.dtype.type(scale)
                 for c in range(row.size):
-                    out[c] = np.exp(row[c] - m) * inv
-                out[labels[n]] -= scale
-            else:
-                tr = t[n]
-                for c in range(row.size):
-                    out[c] = np.exp(row[c] - m) * inv * tsum - scale * tr[c]
+                    out[c] = out[c] * inv - sc * tr[c]
 
 
 def _cross_entropy(x, labels, t, use_labels, reduction, need_grad):
