@@ -56,14 +56,17 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"call Module.__init__() in {type(self).__name__}.__init__ "
                                  f"before assigning {name!r}")
-        for registry in (self._parameters, self._modules):
-            registry.pop(name, None)
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
         elif name in self._buffers:
             self._buffers[name] = value
+        elif name in self._parameters or name in self._modules:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name, array):

@@ -7,30 +7,34 @@ import time
 
 import numpy as np
 
+from fastlayers.backend import get_backend, use_backend
 from fastlayers.optim import SGD, Adam, Momentum, NAdam, RMSprop
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam, "nadam": NAdam}
 
 
 class Engine:
-    """Trains a fastlayers model: ``train_step(x, y) -> loss``, ``predict(x) -> class indices``."""
+    """Trains a fastlayers model: ``train_step(x, y) -> loss``, ``predict(x) -> class indices``, on
+    ``backend`` (default: the backend active when the engine is made)."""
 
-    name = "fastlayers"
-
-    def __init__(self, model, loss_fn, optimizer):
+    def __init__(self, model, loss_fn, optimizer, backend=None):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.backend = backend or get_backend()
+        self.name = "fastlayers" if backend is None else f"fastlayers-{backend}"
         first = next(iter(model)) if hasattr(model, "__iter__") else model
         first.needs_input_grad = False   # the images are data: no gradient wanted
 
     def train_step(self, x, y):
-        loss = self.loss_fn(self.model(x), y)
-        self.optimizer.zero_grad()
-        self.model.backward(self.loss_fn.backward())
-        self.optimizer.step()
+        with use_backend(self.backend):
+            loss = self.loss_fn(self.model(x), y)
+            self.optimizer.zero_grad()
+            self.model.backward(self.loss_fn.backward())
+            self.optimizer.step()
         return loss
 
     def predict(self, x):
-        return self.model(x).argmax(axis=1)
+        with use_backend(self.backend):
+            return self.model(x).argmax(axis=1)
 
     def train(self, mode):
         self.model.train(mode)
