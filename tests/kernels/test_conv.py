@@ -6,7 +6,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from kernels import conv as K
 
 # Every compiled piece the conv ops dispatch to: setting their threshold forces one build.
-_PIECES = (K._pad_into, K._upsample_pad_into, K._corr_s1, K._conv_general, K._wgrad_s1,
+_PIECES = (K._pad_into, K._upsample_pad_into, K._corr_s1, K._conv_general, K._im2col_s1,
+           K._grad_rows,
            K._wgrad_general)
 
 
