@@ -1,4 +1,4 @@
-"""Batch normalisation: BatchNorm1d, BatchNorm2d, and BatchNorm (2-D or 4-D input, as the notebooks).
+"""Batch normalisation: BatchNorm1d, BatchNorm2d, and the notebooks' BatchNorm (2-D or 4-D input).
 
 Each normalises every channel by its batch statistics in training and by running statistics in
 evaluation, then applies a learned per-channel scale and shift. Inside a :class:`Sequential`, a

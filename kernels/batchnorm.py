@@ -39,6 +39,9 @@ from kernels.activations import IDENTITY, LEAKY_RELU, RELU
 FUSED_ACTS = (IDENTITY, RELU, LEAKY_RELU)
 _BLOCK = 64  # channels per thread-owned block in the parallel (N, C) kernels
 _SPAN = 512  # plane positions summed at once by the (N, C, S) kernels (float64 accumulators)
+# Parallel from 2^18 elements: at (128, 512) the serial build was faster (a launch costs more than a
+# few tens of microseconds of work); at (128, 32, 14, 14) the two were about even on this machine.
+_PAR = 1 << 18
 
 
 def negative_scale(act, slope):
@@ -206,7 +209,7 @@ def _stats(s1, s2, shift, m, eps, c, mean, invstd, rmean, rvar, momentum):
         rvar[c] = (1.0 - momentum) * rvar[c] + momentum * unbiased
 
 
-@compiled(parallel_min=1 << 18)
+@compiled(parallel_min=_PAR)
 def _train_planes(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s):
     # x, y: (N, C, S). Thread owns channel c: y[:, c], mean[c], invstd[c], rmean[c], rvar[c].
     n, nc, ns = x.shape
@@ -225,7 +228,7 @@ def _train_planes(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s
             _normalise(x[i, c], y[i, c], hi, lo, a, beta[c], dt(s))
 
 
-@compiled(parallel_min=1 << 18)
+@compiled(parallel_min=_PAR)
 def _train_rows(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s, width):
     # x, y: (N, C). Thread owns channel block cb: columns j0:j1 (width of them) of y, mean, invstd,
     # rmean and rvar. Rows are walked in order; the accumulators are the block's own arrays.
@@ -265,7 +268,7 @@ def _train_rows(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s, 
                 out[j] = z if z > zero else z * neg
 
 
-@compiled(parallel_min=1 << 18)
+@compiled(parallel_min=_PAR)
 def _eval_planes(x, y, gamma, beta, mean, invstd, s):
     # x, y: (N, C, S). Thread owns channel c: y[:, c].
     n, nc, _ = x.shape
@@ -278,7 +281,7 @@ def _eval_planes(x, y, gamma, beta, mean, invstd, s):
             _normalise(x[i, c], y[i, c], hi, lo, a, beta[c], dt(s))
 
 
-@compiled(parallel_min=1 << 18)
+@compiled(parallel_min=_PAR)
 def _eval_rows(x, y, hi, lo, a, b, s):
     # x, y: (N, C); hi, lo, a, b: (C,) x's dtype. Thread owns row i of y.
     zero = x.dtype.type(0)
@@ -291,7 +294,7 @@ def _eval_rows(x, y, hi, lo, a, b, s):
             out[j] = z if z > zero else z * neg
 
 
-@compiled(parallel_min=1 << 18)
+@compiled(parallel_min=_PAR)
 def _backward_planes(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, dgamma, dbeta, dx):
     # grad, x, y, dx: (N, C, S). Thread owns channel c: dx[:, c], dgamma[c], dbeta[c].
     # sum(g * xhat) = invstd * (sum(g * (x - hi)) - lo * sum(g)), one multiply less per value.
@@ -317,7 +320,7 @@ def _backward_planes(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, d
                 _input_grad(grad[i, c], y[i, c], x[i, c], dx[i, c], hi, lo, inv, k0, ca, cb, neg)
 
 
-@compiled(parallel_min=1 << 18)
+@compiled(parallel_min=_PAR)
 def _backward_rows(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, dgamma, dbeta, dx,
                    width):
     # grad, x, y, dx: (N, C). Thread owns channel block cb: columns j0:j1 (width of them) of dx,

@@ -27,6 +27,13 @@ _M1 = 0xBF58476D1CE4E5B9
 _M2 = 0x94D049BB133111EB
 _MASK64 = (1 << 64) - 1
 _CHUNK = 2048  # 64-bit hash values per thread-owned chunk (4096 elements)
+# Parallel thresholds, measured on this machine (2 logical CPUs, about one core of throughput,
+# shared): the hashing forward was about even serial vs parallel at (128, 32, 14, 14), so it goes
+# parallel from 2^18 elements; the pure copy-and-scale passes (backward, channel dropout) were
+# slower in parallel at that size (up to 10x when a co-tenant held the other CPU), so they stay
+# serial below 2^20. Lower these on a machine with real cores.
+_PAR_HASH = 1 << 18
+_PAR_COPY = 1 << 20
 
 
 def _mix_int(z):
@@ -111,7 +118,7 @@ def _hash_chunk(base, k0, k1, threshold, mask):
         mask[j + 1] = np.uint8((z & low) >= threshold)
 
 
-@compiled(parallel_min=1 << 17)
+@compiled(parallel_min=_PAR_HASH)
 def _dropout_flat(x, y, mask, base, threshold, scale):
     # x, y, mask: (n,). Thread owns chunk b: elements [2*_CHUNK*b, 2*_CHUNK*(b+1)) of y and mask.
     n = x.size
@@ -135,7 +142,7 @@ def _dropout_flat(x, y, mask, base, threshold, scale):
             ys[i] = v if keep != 0 else zero
 
 
-@compiled(parallel_min=1 << 17)
+@compiled(parallel_min=_PAR_COPY)
 def _dropout_channels(x, y, mask, base, threshold, scale):
     # x, y: (R, S); mask: (R,) filled by one serial hash pass first. Then thread owns row r of y.
     npairs = (x.shape[0] + 1) // 2
@@ -155,7 +162,7 @@ def _dropout_channels(x, y, mask, base, threshold, scale):
                 ys[i] = zero
 
 
-@compiled(parallel_min=1 << 17)
+@compiled(parallel_min=_PAR_COPY)
 def _dropout_grad_flat(grad, mask, dx, scale):
     # grad, mask, dx: (n,). Thread owns chunk b of dx.
     n = grad.size
@@ -173,7 +180,7 @@ def _dropout_grad_flat(grad, mask, dx, scale):
             ds[i] = v if ms[i] != 0 else zero
 
 
-@compiled(parallel_min=1 << 17)
+@compiled(parallel_min=_PAR_COPY)
 def _dropout_grad_channels(grad, mask, dx, scale):
     # grad, dx: (R, S); mask: (R,). Thread owns row r of dx.
     zero = grad.dtype.type(0)

@@ -123,8 +123,9 @@ def test_train_eval_switching_through_sequential():
 
 
 @pytest.mark.parametrize("cls", [Dropout, Dropout2d])
-@pytest.mark.parametrize("p, exc", [(-0.1, ValueError), (1.5, ValueError), (float("nan"), TypeError),
-                                    ("0.5", TypeError), (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize("p, exc", [(-0.1, ValueError), (1.5, ValueError),
+                                    (float("nan"), TypeError), ("0.5", TypeError),
+                                    (True, TypeError), (None, TypeError)])
 def test_bad_p(cls, p, exc):
     with pytest.raises(exc, match="p must be"):
         cls(p)

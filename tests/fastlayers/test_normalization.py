@@ -1,4 +1,4 @@
-"""BatchNorm1d, BatchNorm2d and BatchNorm: gradients, PyTorch parity, fusion, train/eval, bad input."""
+"""BatchNorm1d/2d and BatchNorm: gradients, PyTorch parity, fusion, train/eval, bad input."""
 import numpy as np
 import pytest
 
@@ -156,7 +156,7 @@ def test_large_mean_small_spread():
     np.testing.assert_allclose(y, ref, atol=1e-4)
 
 
-# ----------------------------------------------------------------------------------- module behaviour
+# -------------------------------------------------------------------------------- module behaviour
 
 def test_buffers_state_dict_repr_and_dtype():
     layer = BatchNorm2d(4)
