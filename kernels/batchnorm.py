@@ -382,8 +382,7 @@ def _planes(a):
 def _width(dispatch, x):
     """Channels per block for an (N, C) kernel: all of them when the serial build will run (one
     block, rows walked once), else blocks of _BLOCK so every thread gets some."""
-    serial = dispatch.parallel_min is None or x.size < dispatch.parallel_min
-    return x.shape[1] if serial else _BLOCK
+    return _BLOCK if dispatch.runs_parallel(x.size) else x.shape[1]
 
 
 def batchnorm_train_forward(x, gamma, beta, running_mean, running_var, momentum, eps, act, slope):
