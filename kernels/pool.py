@@ -17,7 +17,7 @@ real input.
 import numpy as np
 from numba import prange
 
-from kernels._registry import kernel
+from kernels._registry import compiled, kernel
 
 
 def out_size(size, k, s, p):
@@ -83,32 +83,78 @@ def avgpool2d_backward_np(grad, x_shape, kernel_size, stride, padding):
 # Every kernel runs one (n, c) plane per thread: prange over n * c, each thread owns plane (n, c)
 # of its outputs (y and idx forward, dx backward).
 
+@compiled(parallel_min=None)
+def _nan_window(plane, r0, r1, c0, c1, w):
+    # Rescan a window that holds a NaN (or an inf - inf sum) with PyTorch's rule: every NaN replaces
+    # the running maximum, so the last NaN wins. Returns (value, flat index).
+    best = -np.inf
+    where = r0 * w + c0
+    for r in range(r0, r1):
+        xrow = plane[r]
+        for q in range(c0, c1):
+            v = xrow[q]
+            if v > best or v != v:
+                best = v
+                where = r * w + q
+    return best, where
+
+
+_nan_window_serial = _nan_window.serial
+
+
 @kernel(maxpool2d_forward_np, parallel_min=1 << 15)
 def maxpool2d_forward(x, kernel_size, stride, padding):
+    # The scan keeps the first strict maximum (no NaN test per element: that branch made the loop 4x
+    # slower) and sums the window; a NaN sum sends the window to the exact rescan above.
     n_, c_, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     y = np.empty((n_, c_, oh, ow), dtype=x.dtype)
     idx = np.empty((n_, c_, oh, ow), dtype=np.int64)
+    fast2x2 = kh == 2 and kw == 2 and ph == 0 and pw == 0
     for t in prange(n_ * c_):
         n, c = t // c_, t % c_
         plane, yp, ip = x[n, c], y[n, c], idx[n, c]
         for i in range(oh):
+            yrow, irow = yp[i], ip[i]
             r0 = max(i * sh - ph, 0)
             r1 = min(i * sh - ph + kh, h)
-            yrow, irow = yp[i], ip[i]
+            if fast2x2:
+                # The common 2x2 window without padding: no clipping, four loads, three compares.
+                ra, rb = plane[r0], plane[r0 + 1]
+                for j in range(ow):
+                    q = j * sw
+                    v0, v1, v2, v3 = ra[q], ra[q + 1], rb[q], rb[q + 1]
+                    best, k = v0, q
+                    if v1 > best:
+                        best, k = v1, q + 1
+                    if v2 > best:
+                        best, k = v2, q + w
+                    if v3 > best:
+                        best, k = v3, q + w + 1
+                    total = (v0 + v1) + (v2 + v3)
+                    if total != total:
+                        best, k = _nan_window_serial(plane, r0, r0 + 2, q, q + 2, w)
+                        k -= r0 * w
+                    yrow[j] = best
+                    irow[j] = r0 * w + k
+                continue
             for j in range(ow):
                 c0 = max(j * sw - pw, 0)
                 c1 = min(j * sw - pw + kw, w)
                 best = -np.inf
                 where = r0 * w + c0
+                total = x.dtype.type(0)
                 for r in range(r0, r1):
                     xrow = plane[r]
                     for q in range(c0, c1):
                         v = xrow[q]
-                        if v > best or np.isnan(v):
+                        total += v
+                        if v > best:
                             best = v
                             where = r * w + q
+                if total != total:
+                    best, where = _nan_window_serial(plane, r0, r1, c0, c1, w)
                 yrow[j] = best
                 irow[j] = where
     return y, idx

@@ -102,3 +102,17 @@ def test_nan_and_all_minus_inf_windows_follow_torch():
         y, idx = fwd(x, (3, 3), (1, 1), (1, 1))
         np.testing.assert_array_equal(y, ty.numpy())
         np.testing.assert_array_equal(idx, ti.numpy())
+
+
+@pytest.mark.parametrize("k, s, p", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1))])
+def test_nan_and_inf_in_the_fast_and_general_paths(build, k, s, p):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((2, 2, 8, 8)).astype(np.float32)
+    x[0, 0, 0, 1] = x[0, 0, 1, 1] = np.nan          # two NaNs in one window: the last one wins
+    x[0, 1, 2, 2], x[0, 1, 3, 3] = np.inf, -np.inf   # inf - inf sums to NaN: rescanned, inf wins
+    x[1, 0, 4:6, 4:6] = -np.inf                      # an all -inf window
+    ty, ti = torch.nn.functional.max_pool2d(torch.from_numpy(x), k, s, p, return_indices=True)
+    for fwd in (P.maxpool2d_forward, P.maxpool2d_forward_np):
+        y, idx = fwd(x, k, s, p)
+        np.testing.assert_array_equal(y, ty.numpy())
+        np.testing.assert_array_equal(idx, ti.numpy())
