@@ -14,7 +14,7 @@ cross-entropy on logits, one pass per row giving loss and gradient together:
    reduction: MEAN divides loss and gradient by N, SUM does not. Accumulation in float64.
 """
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from kernels._registry import compiled, kernel, register
 
@@ -71,21 +71,29 @@ def cross_entropy_probs_forward_np(x, t, reduction, need_grad):
 # ---------------------------------------------------------------------------------------- Numba kernels
 # Every kernel runs one row per thread (prange over n): each thread owns row n of its outputs.
 
+@njit(cache=True)
+def _exp_shifted(row, out):
+    # out[c] = exp(row[c] - max(row)); returns (max, sum of out in float64). Serial: called per row
+    # from inside the row-parallel kernels below.
+    m = row[0]
+    for c in range(row.size):
+        m = max(m, row[c])
+    s = 0.0
+    for c in range(row.size):
+        e = np.exp(row[c] - m)
+        out[c] = e
+        s += e
+    return m, s
+
+
 @kernel(softmax_forward_np, parallel_min=1 << 13)
 def softmax_forward(x):
     y = np.empty_like(x)
     for n in prange(x.shape[0]):
-        row, out = x[n], y[n]
-        m = row[0]
-        for c in range(row.size):
-            m = max(m, row[c])
-        s = x.dtype.type(0)
-        for c in range(row.size):
-            e = np.exp(row[c] - m)
-            out[c] = e
-            s += e
-        inv = x.dtype.type(1) / s
-        for c in range(row.size):
+        out = y[n]
+        _, s = _exp_shifted(x[n], out)
+        inv = x.dtype.type(1 / s)
+        for c in range(out.size):
             out[c] *= inv
     return y
 
@@ -108,12 +116,7 @@ def log_softmax_forward(x):
     y = np.empty_like(x)
     for n in prange(x.shape[0]):
         row, out = x[n], y[n]
-        m = row[0]
-        for c in range(row.size):
-            m = max(m, row[c])
-        s = 0.0
-        for c in range(row.size):
-            s += np.exp(row[c] - m)
+        m, s = _exp_shifted(row, out)
         shift = x.dtype.type(m + np.log(s))
         for c in range(row.size):
             out[c] = row[c] - shift
@@ -138,16 +141,9 @@ def _ce_rows(x, labels, t, use_labels, scale, need_grad, losses, g):
     # x, g: (N, C); labels (N,) or t (N, C); losses (N,) float64. Thread owns row n of g and losses[n].
     for n in prange(x.shape[0]):
         row = x[n]
-        m = row[0]
-        for c in range(row.size):
-            m = max(m, row[c])
         # The exponentials go straight into the gradient row (or a scratch row) and are scaled there.
         out = g[n] if need_grad else np.empty(row.size, x.dtype)
-        s = 0.0
-        for c in range(row.size):
-            e = np.exp(row[c] - m)
-            out[c] = e
-            s += e
+        m, s = _exp_shifted(row, out)
         lse = m + np.log(s)
         if use_labels:
             losses[n] = lse - row[labels[n]]
