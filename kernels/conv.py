@@ -18,13 +18,18 @@ How the compiled path is fast (NOTES.md: a direct kernel beats im2col + BLAS for
   L = (OH - 1) Wp + OW steps (the Wp - OW columns between rows are computed and thrown away). That
   loop vectorises even at 14x14, where a row-by-row loop of 14 would not.
 - Each loaded input vector is reused across 4 output channels, and for 3-wide kernels the 3 taps of
-  a row are summed in one expression, so each accumulator is loaded and stored once per 3 FMAs.
+  a row are summed in one expression, so each accumulator is loaded and stored once per 3
+  multiply-adds. A last block of fewer than 4 channels runs channel by channel (no wasted work).
 - The input gradient at stride 1 *is* a stride-1 correlation of the (re-padded) output gradient with
   the flipped, transposed kernel, so it runs on the same forward kernel; at stride s the gradient is
   first spread onto a zero grid s times finer ("zero-upsampled"), then the same.
-- The weight gradient reduces over (n, pixels). Numba does not vectorise float reductions without
-  fastmath, so each (o, c) task keeps one partial-sum *row* per tap, updated elementwise (vectorised)
-  for every sample, and sums those rows once at the end.
+- The weight gradient reduces over (n, pixels). Numba does not vectorise a float reduction without
+  fastmath, so a direct loop must load and store a partial sum for every multiply-add; it measured
+  half the speed of BLAS here. So at stride 1 it is a GEMM per chunk of samples,
+  dw (O, C*KH*KW) += rows (O, nb*OH*Wp) @ cols.T, with rows (the gradient on the same flattened
+  grid) and cols (the input taps, im2col) gathered by compiled kernels; BLAS runs outside any prange.
+- Each thread of the forward kernel owns one sample: it pads that sample into its own buffer, which
+  then stays in cache for every output channel (no padded copy of the batch is written).
 - Other strides take a plain direct-loop general path (forward and weight gradient).
 """
 import numpy as np
@@ -187,14 +192,27 @@ def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw):
                 a1[j] = b1
                 a2[j] = b2
                 a3[j] = b3
-            for c in range(c_):
+            nrem = min(4, o_ - o0)
+            if nrem < 4:
+                for k in range(nrem):
+                    a = acc[k]
+                    for c in range(c_):
+                        plane = xf[c]
+                        for ky in range(kh):
+                            for kx in range(kw):
+                                off = ky * dh * wp + kx * dw
+                                s = plane[off:off + length]
+                                wv = w4[o0 + k, c, ky, kx]
+                                for j in range(length):
+                                    a[j] += wv * s[j]
+            for c in range(c_ if nrem == 4 else 0):
                 plane = xf[c]
                 for ky in range(kh):
                     base = ky * dh * wp
                     if kw == 3:
                         # The three taps of a kernel row in one expression: each accumulator is
                         # loaded and stored once per 3 multiply-adds, each input vector feeds 4
-                        # output channels.
+                        # output channels (a last block of fewer channels goes one by one below).
                         s0 = plane[base:base + length]
                         s1 = plane[base + dw:base + dw + length]
                         s2 = plane[base + 2 * dw:base + 2 * dw + length]
@@ -220,7 +238,7 @@ def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw):
                                 a1[j] += w1 * v
                                 a2[j] += w2 * v
                                 a3[j] += w3 * v
-            for k in range(min(4, o_ - o0)):
+            for k in range(nrem):
                 src, dst = acc[k], y[n, o0 + k]
                 for i in range(oh):
                     row = dst[i]
