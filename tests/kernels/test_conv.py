@@ -115,3 +115,25 @@ def test_parity_with_torch_float32():
         for a, e in ((y, ty), (dx, tx.grad), (dw, tw.grad), (db, tb.grad)):
             e = e.detach().numpy()
             np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+
+
+def test_same_bits_on_one_and_two_threads(monkeypatch):
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 Numba threads")
+    for piece in _PIECES:
+        monkeypatch.setattr(piece, "parallel_min", 0)
+    case = dict(n=5, c=3, o=6, h=9, w=8, k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1), bias=True, seed=7)
+    x, w, b, g = _arrays(case, np.float32)
+    args = (x, w, b, g, case["s"], case["p"], case["d"])
+    before = numba.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            runs.append(_all_grads(K.conv2d_forward, K.conv2d_backward_input,
+                                   K.conv2d_backward_weight, *args))
+    finally:
+        numba.set_num_threads(before)
+    for a, e in zip(*runs):
+        np.testing.assert_array_equal(a, e)
