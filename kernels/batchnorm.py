@@ -39,9 +39,11 @@ from kernels.activations import IDENTITY, LEAKY_RELU, RELU
 FUSED_ACTS = (IDENTITY, RELU, LEAKY_RELU)
 _BLOCK = 64  # channels per thread-owned block in the parallel (N, C) kernels
 _SPAN = 512  # plane positions summed at once by the (N, C, S) kernels (float64 accumulators)
-# Parallel from 2^18 elements: at (128, 512) the serial build was faster (a launch costs more than a
-# few tens of microseconds of work); at (128, 32, 14, 14) the two were about even on this machine.
-_PAR = 1 << 18
+# Parallel from 2^20 elements. Measured on this machine (2 logical CPUs, about one core of
+# throughput, shared): at (128, 512) the serial build was faster; at (128, 32, 14, 14) the two were
+# about even when the machine was quiet, and the parallel build 2-4x slower when co-tenants kept
+# the other CPU busy. Lower this on a machine with real cores.
+_PAR = 1 << 20
 
 
 def negative_scale(act, slope):

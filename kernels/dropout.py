@@ -28,11 +28,11 @@ _M2 = 0x94D049BB133111EB
 _MASK64 = (1 << 64) - 1
 _CHUNK = 2048  # 64-bit hash values per thread-owned chunk (4096 elements)
 # Parallel thresholds, measured on this machine (2 logical CPUs, about one core of throughput,
-# shared): the hashing forward was about even serial vs parallel at (128, 32, 14, 14), so it goes
-# parallel from 2^18 elements; the pure copy-and-scale passes (backward, channel dropout) were
-# slower in parallel at that size (up to 10x when a co-tenant held the other CPU), so they stay
-# serial below 2^20. Lower these on a machine with real cores.
-_PAR_HASH = 1 << 18
+# shared): at (128, 32, 14, 14) the hashing forward was about even serial vs parallel when quiet
+# and up to 4x slower in parallel when co-tenants kept the other CPU busy; the copy-and-scale
+# passes (backward, channel dropout) were slower in parallel (up to 10x). Both stay serial below
+# 2^20 elements. Lower these on a machine with real cores.
+_PAR_HASH = 1 << 20
 _PAR_COPY = 1 << 20
 
 
