@@ -118,7 +118,7 @@ def test_act_bias_backward_matches_twin(build, numba_ops, numpy_ops, close, n, d
 @pytest.mark.parametrize("act", ACTS)
 def test_private_flat_helpers_each_build(which, dtype, act, numpy_ops, close):
     """``_act_flat``, ``_act_grad_flat`` and ``_act_bias_backward`` called through ``.serial`` and
-    ``.parallel`` directly (column count not a multiple of the 16-column block)."""
+    ``.parallel`` directly, with column blocks that do and do not divide the 37 columns."""
     rng = np.random.default_rng(act)
     x = rng.standard_normal((5, 37)).astype(dtype)
     slope = 0.1
@@ -130,9 +130,10 @@ def test_private_flat_helpers_each_build(which, dtype, act, numpy_ops, close):
     gout = np.empty_like(x)
     getattr(A._act_grad_flat, which)(grad.reshape(-1), y.reshape(-1), gout.reshape(-1), act, slope)
     close(gout, numpy_ops.activation_backward(grad, y, act, slope), dtype)
-    g = np.empty_like(x)
-    gb = np.zeros(x.shape[1], np.float64)
-    getattr(A._act_bias_backward, which)(grad, y, g, gb, act, slope)
     g_ref, gb_ref = numpy_ops.act_bias_backward(grad, y, act, slope)
-    close(g, g_ref, dtype)
-    close(gb.astype(dtype), gb_ref, dtype, atol=1e-5 if dtype == np.float32 else 1e-12)
+    for block in (1, 16, 36, 37, 64):          # column blocks per thread; the last one may be short
+        g = np.empty_like(x)
+        gb = np.zeros(x.shape[1], dtype)
+        getattr(A._act_bias_backward, which)(grad, y, g, gb, act, slope, block)
+        close(g, g_ref, dtype)
+        close(gb, gb_ref, dtype, atol=1e-5 if dtype == np.float32 else 1e-12)
