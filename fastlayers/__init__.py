@@ -29,8 +29,9 @@ from fastlayers.normalization import BatchNorm, BatchNorm1d, BatchNorm2d
 from fastlayers.optim import SGD, Adam, Momentum, NAdam, Nadam, Optimizer, RMSprop
 from fastlayers.pooling import AvgPool2d, MaxPool2d
 from fastlayers.random import manual_seed
-from fastlayers.threads import get_num_threads, set_num_threads
+from fastlayers.runtime import get_num_threads, keep_freed_memory, set_num_threads
 
 __version__ = "0.1.0"
 
 set_num_threads()
+keep_freed_memory()
