@@ -85,8 +85,8 @@ class Conv2d(Module):
         for axis, (length, k, s, p, d) in enumerate(zip((h, w), self.kernel_size, self.stride,
                                                           self.padding, self.dilation)):
             if length + 2 * p < d * (k - 1) + 1:
-                raise ValueError(f"Conv2d: the kernel ({d * (k - 1) + 1} wide with dilation {d}) is "
-                                 f"larger than the padded input ({length} + 2*{p}) in dimension "
+                raise ValueError(f"Conv2d: the kernel ({d * (k - 1) + 1} wide with dilation {d}) "
+                                 f"is larger than the padded input ({length} + 2*{p}) in dimension "
                                  f"{axis + 2} of input shape {tuple(input_shape)}")
             size.append(out_size(length, k, s, p, d))
         return (n, self.out_channels, size[0], size[1])

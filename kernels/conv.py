@@ -27,7 +27,8 @@ How the compiled path is fast (NOTES.md: a direct kernel beats im2col + BLAS for
   fastmath, so a direct loop must load and store a partial sum for every multiply-add; it measured
   half the speed of BLAS here. So at stride 1 it is a GEMM per chunk of samples,
   dw (O, C*KH*KW) += rows (O, nb*OH*Wp) @ cols.T, with rows (the gradient on the same flattened
-  grid) and cols (the input taps, im2col) gathered by compiled kernels; BLAS runs outside any prange.
+  grid) and cols (the input taps, im2col) gathered by compiled kernels; BLAS runs outside any
+  prange.
 - Each thread of the forward kernel owns one sample: it pads that sample into its own buffer, which
   then stays in cache for every output channel (no padded copy of the batch is written).
 - Other strides take a plain direct-loop general path (forward and weight gradient).
@@ -158,9 +159,9 @@ def _upsample_pad_into(g, gp, top, left, sh, sw):
 
 @compiled(parallel_min=1 << 12)
 def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw):
-    # Valid, stride-1 correlation of x placed at (top, left) in a zero (Hp, Wp) frame (top/left may be
-    # negative: x is then cropped). x (N, C, H, W); w4 (O4, C, KH, KW), O4 = O rounded up to a
-    # multiple of 4, zero rows beyond O; b (O4,); y (N, O, OH, OW), OH = Hp - dh (KH-1), likewise OW.
+    # Valid, stride-1 correlation of x placed at (top, left) in a zero (Hp, Wp) frame (top/left may
+    # be negative: x is then cropped). x (N, C, H, W); w4 (O4, C, KH, KW), O4 = O rounded up to a
+    # multiple of 4, zero rows beyond O; b (O4,); y (N, O, OH, OW), OH = Hp - dh (KH-1), OW alike.
     # Thread owns sample n: pads x[n] into its own buffer (so the padded sample stays in cache for
     # every output channel, and no padded copy of the batch is written), and writes y[n] only.
     n_, c_, h, wd = x.shape
@@ -216,10 +217,12 @@ def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw):
                         s0 = plane[base:base + length]
                         s1 = plane[base + dw:base + dw + length]
                         s2 = plane[base + 2 * dw:base + 2 * dw + length]
-                        w00, w01, w02 = w4[o0, c, ky, 0], w4[o0, c, ky, 1], w4[o0, c, ky, 2]
-                        w10, w11, w12 = w4[o0 + 1, c, ky, 0], w4[o0 + 1, c, ky, 1], w4[o0 + 1, c, ky, 2]
-                        w20, w21, w22 = w4[o0 + 2, c, ky, 0], w4[o0 + 2, c, ky, 1], w4[o0 + 2, c, ky, 2]
-                        w30, w31, w32 = w4[o0 + 3, c, ky, 0], w4[o0 + 3, c, ky, 1], w4[o0 + 3, c, ky, 2]
+                        k0, k1 = w4[o0, c, ky], w4[o0 + 1, c, ky]
+                        k2, k3 = w4[o0 + 2, c, ky], w4[o0 + 3, c, ky]
+                        w00, w01, w02 = k0[0], k0[1], k0[2]
+                        w10, w11, w12 = k1[0], k1[1], k1[2]
+                        w20, w21, w22 = k2[0], k2[1], k2[2]
+                        w30, w31, w32 = k3[0], k3[1], k3[2]
                         for j in range(length):
                             v0, v1, v2 = s0[j], s1[j], s2[j]
                             a0[j] += w00 * v0 + w01 * v1 + w02 * v2

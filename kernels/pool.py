@@ -27,7 +27,7 @@ def out_size(size, k, s, p):
 # ----------------------------------------------------------------------------------------- NumPy twins
 
 def _windows_np(x, kernel_size, stride, padding, fill):
-    """All KH*KW window offsets of the padded input stacked on a new last axis: (N, C, OH, OW, K)."""
+    """The KH*KW window offsets of the padded input, stacked last: (N, C, OH, OW, KH*KW)."""
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     n, c, h, w = x.shape
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)

@@ -66,13 +66,15 @@ def _compare(case, dtype, rtol, atol):
         np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=name)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=conv_cases())
 def test_kernels_match_twins_float64(build, case):
     _compare(case, np.float64, 1e-10, 1e-10)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=conv_cases())
 def test_kernels_match_twins_float32(build, case):
     if build == "serial":

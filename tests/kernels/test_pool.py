@@ -38,7 +38,8 @@ def _arrays(case, dtype):
     return x, rng.standard_normal((n, c, oh, ow)).astype(dtype)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=pool_cases(), dtype=st.sampled_from([np.float32, np.float64]))
 def test_kernels_match_twins(build, case, dtype):
     x, g = _arrays(case, dtype)
@@ -84,7 +85,8 @@ def test_parity_with_torch():
         y, idx = P.maxpool2d_forward(x, k, s, p)
         np.testing.assert_array_equal(y, ty.detach().numpy())
         np.testing.assert_array_equal(idx, ti.numpy())
-        np.testing.assert_allclose(P.maxpool2d_backward(g, idx, x.shape), tx.grad.numpy(), atol=1e-6)
+        np.testing.assert_allclose(P.maxpool2d_backward(g, idx, x.shape), tx.grad.numpy(),
+                                   atol=1e-6)
         ta = torch.tensor(x, requires_grad=True)
         ya = F.avg_pool2d(ta, k, s, p)
         ya.backward(torch.from_numpy(g))
