@@ -38,7 +38,8 @@ def float_array(x, name="input", ndim=None, dtype=None, owner=None):
         if x.ndim not in allowed:
             want = " or ".join(f"{d}-D" for d in allowed)
             raise ValueError(f"{where}{name} must be {want}, got shape {x.shape}")
-    return np.ascontiguousarray(x)
+    # (np.ascontiguousarray would turn a 0-d array into a 1-d one.)
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
 
 
 def dim_size(x, axis, expected, name="input", what="features", owner=None):
@@ -49,10 +50,11 @@ def dim_size(x, axis, expected, name="input", what="features", owner=None):
                          f"got shape {x.shape}")
 
 
-def same_shape(input, target, owner):
-    """Check that a prediction and its target have the same shape."""
+def same_shape(input, target, owner, name="target", reference="input"):
+    """Check that ``target`` (called ``name``) has the shape of ``input`` (called ``reference``)."""
     if input.shape != target.shape:
-        raise ValueError(f"{owner}: target shape {target.shape} must match input shape {input.shape}")
+        raise ValueError(f"{owner}: {name} shape {target.shape} must match {reference} shape "
+                         f"{input.shape}")
 
 
 def class_labels(target, n, num_classes, owner):

@@ -29,7 +29,7 @@ class _Elementwise(Module):
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
         g = _checks.float_array(grad_output, "grad_output", dtype=self._y.dtype,
                                 owner=type(self).__name__)
-        _checks.same_shape(self._y, g, type(self).__name__)
+        _checks.same_shape(self._y, g, type(self).__name__, "grad_output", "output")
         return backend.ops().activation_backward(g, self._y, self.act, self.slope)
 
 

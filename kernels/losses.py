@@ -31,8 +31,9 @@ def _pointwise_np(kind, p, t):
         d = p64 - t64
         return d * d, 2 * d
     if kind == BCE:
-        logp = np.maximum(np.log(p64), -100)
-        log1mp = np.maximum(np.log1p(-p64), -100)
+        with np.errstate(divide="ignore"):  # log(0) = -inf, clamped to -100 as in PyTorch
+            logp = np.maximum(np.log(p64), -100)
+            log1mp = np.maximum(np.log1p(-p64), -100)
         return -(t64 * logp + (1 - t64) * log1mp), (p64 - t64) / np.maximum(p64 * (1 - p64), 1e-12)
     e = np.exp(-np.abs(p64))
     sig = np.where(p64 >= 0, 1 / (1 + e), e / (1 + e))
