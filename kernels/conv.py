@@ -360,6 +360,74 @@ def _grad_rows(grad, n0, rows, wp, db, has_bias):
             db[o] += total
 
 
+@compiled(parallel_min=1 << 12)
+def _wgrad_direct_s1(grad, x, ph, pw, dw_, db, has_bias, dh, dwl):
+    # Stride-1 weight gradient for few input taps (C*KH*KW small, e.g. a first layer on 1 channel,
+    # where the GEMM below is too skinny to pay; see DIRECT_WGRAD_MAX_BYTES). grad (N, O, OH, OW); x (N, C, H, W) unpadded;
+    # accumulates into dw_ (O, C, KH, KW) and db (O,).
+    # Thread owns output channel o: writes dw_[o] and db[o] only. Per sample it lays the gradient
+    # on the flattened padded grid and pads each input plane in its own buffers, then keeps one
+    # partial-sum row per tap, updated elementwise (a vectorised loop) and summed once at the end:
+    # Numba does not vectorise a float reduction without fastmath.
+    n_, o_, oh, ow = grad.shape
+    c_, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    kh, kw = dw_.shape[2], dw_.shape[3]
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    length = (oh - 1) * wp + ow
+    for o in prange(o_):
+        part = np.zeros((c_, kh * kw, length), dtype=dw_.dtype)
+        g = np.zeros(length, dtype=dw_.dtype)
+        plane = np.zeros(hp * wp, dtype=dw_.dtype)
+        bias_total = 0.0
+        for n in range(n_):
+            for i in range(oh):
+                src = grad[n, o, i]
+                dst = g[i * wp:i * wp + ow]
+                for j in range(ow):
+                    dst[j] = src[j]
+                    bias_total += src[j]
+            for c in range(c_):
+                for r in range(h):
+                    src = x[n, c, r]
+                    dst = plane[(r + ph) * wp + pw:(r + ph) * wp + pw + wd]
+                    for q in range(wd):
+                        dst[q] = src[q]
+                if kh == 3 and kw == 3:
+                    # literal range(3): LLVM unrolls ky, the three partial rows get constant row
+                    # indices and the loop vectorises (with range(kh) it ran 3x slower)
+                    pc = part[c]
+                    for ky in range(3):
+                        base = ky * dh * wp
+                        p0, p1, p2 = pc[ky * 3], pc[ky * 3 + 1], pc[ky * 3 + 2]
+                        s0 = plane[base:base + length]
+                        s1 = plane[base + dwl:base + dwl + length]
+                        s2 = plane[base + 2 * dwl:base + 2 * dwl + length]
+                        for j in range(length):
+                            gv = g[j]
+                            p0[j] += gv * s0[j]
+                            p1[j] += gv * s1[j]
+                            p2[j] += gv * s2[j]
+                else:
+                    for ky in range(kh):
+                        for kx in range(kw):
+                            p = part[c, ky * kw + kx]
+                            off = ky * dh * wp + kx * dwl
+                            s = plane[off:off + length]
+                            for j in range(length):
+                                p[j] += g[j] * s[j]
+        # final sums in float64 (each partial row holds N terms per entry)
+        for c in range(c_):
+            for ky in range(kh):
+                for kx in range(kw):
+                    p = part[c, ky * kw + kx]
+                    total = 0.0
+                    for j in range(length):
+                        total += p[j]
+                    dw_[o, c, ky, kx] += total
+        if has_bias:
+            db[o] += bias_total
+
+
 def _wgrad_gemm(grad, x, dw, db, padding, dilation):
     """Stride-1 weight gradient as BLAS GEMMs over chunks of samples: dw (O, C*KH*KW) += rows @
     cols.T, rows and cols gathered by the two compiled kernels above (BLAS runs outside any prange).
@@ -448,9 +516,22 @@ def conv2d_backward_input(grad, w, x_shape, stride, padding, dilation):
     return _corr_valid_s1(gp, 0, 0, h + eh, wd + ew, wt, None, dilation)
 
 
+# The direct stride-1 weight gradient runs while its partial sums (C*KH*KW rows of the flattened
+# plane) fit in a 32 KiB L1 cache: measured 1.25x faster than the GEMM for a 1-channel 28x28 input, and
+# 3-9x slower once they spill (2 channels at 28x28, 16 at 14x14).
+DIRECT_WGRAD_MAX_BYTES = 32 * 1024
+
+
 def conv2d_backward_weight(grad, x, stride, padding, dilation, dw, db):
     if stride == (1, 1):
-        _wgrad_gemm(grad, x, dw, db, padding, dilation)
+        n, o, oh, ow = grad.shape
+        length = (oh - 1) * (x.shape[3] + 2 * padding[1]) + ow
+        if x.shape[1] * dw.shape[2] * dw.shape[3] * length * x.itemsize <= DIRECT_WGRAD_MAX_BYTES:
+            has_bias = db is not None
+            dbuf = db if has_bias else np.zeros(dw.shape[0], dw.dtype)
+            _wgrad_direct_s1(grad, x, padding[0], padding[1], dw, dbuf, has_bias, *dilation)
+        else:
+            _wgrad_gemm(grad, x, dw, db, padding, dilation)
         return
     xp = _padded(x, *padding)
     has_bias = db is not None
