@@ -33,7 +33,7 @@ per-channel accumulators (which vectorise across channels), a thread owning a bl
 import numpy as np
 from numba import njit, prange
 
-from kernels._registry import compiled, register
+from kernels._registry import OPTIONS, compiled, register
 from kernels.activations import IDENTITY, LEAKY_RELU, RELU
 
 FUSED_ACTS = (IDENTITY, RELU, LEAKY_RELU)
@@ -127,7 +127,7 @@ def batchnorm_backward_np(grad, x, y, gamma, mean, invstd, act, slope, batch_sta
 
 # ---------------------------------------------------------------------------------------- Numba kernels
 
-@njit(cache=True)
+@njit(**OPTIONS)
 def _plane_sums(x, c, sh, a1, a2):
     # Sum of d and d^2 over channel c of x (N, C, S), d = x - sh, in float64. The sums
     # run "vertically": a1[k], a2[k] accumulate position k of a span of the plane over the N planes,
@@ -153,7 +153,7 @@ def _plane_sums(x, c, sh, a1, a2):
     return s1, s2
 
 
-@njit(cache=True)
+@njit(**OPTIONS)
 def _plane_grad_sums(grad, y, x, c, hi, s, a1, a2):
     # sum(g') and sum(g' * (x - hi)) over channel c, g' = grad * act'(y); vertical as _plane_sums.
     n, _, ns = x.shape
@@ -180,7 +180,7 @@ def _plane_grad_sums(grad, y, x, c, hi, s, a1, a2):
     return sg, sgh
 
 
-@njit(cache=True)
+@njit(**OPTIONS)
 def _normalise(p, o, hi, lo, a, b, s):
     # o = act(((p - hi) - lo) * a + b) over a contiguous vector; s: see the header.
     zero = p.dtype.type(0)
@@ -189,7 +189,7 @@ def _normalise(p, o, hi, lo, a, b, s):
         o[k] = z if z > zero else z * s
 
 
-@njit(cache=True)
+@njit(**OPTIONS)
 def _input_grad(g, y, p, o, hi, lo, inv, k0, ca, cb, s):
     # o = k0 * (g' - ca - xhat * cb) over a contiguous vector (ca = cb = 0: running statistics).
     zero = g.dtype.type(0)
@@ -198,7 +198,7 @@ def _input_grad(g, y, p, o, hi, lo, inv, k0, ca, cb, s):
         o[k] = k0 * (gk - ca - ((p[k] - hi) - lo) * inv * cb)
 
 
-@njit(cache=True)
+@njit(**OPTIONS)
 def _stats(s1, s2, shift, m, eps, c, mean, invstd, rmean, rvar, momentum):
     # Channel c's mean and invstd from its shifted sums; running statistics updated when tracked.
     mu = s1 / m

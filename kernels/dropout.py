@@ -20,7 +20,7 @@ the same mask bit for bit.
 import numpy as np
 from numba import njit, prange
 
-from kernels._registry import compiled, register
+from kernels._registry import OPTIONS, compiled, register
 
 GOLDEN = 0x9E3779B97F4A7C15
 _M1 = 0xBF58476D1CE4E5B9
@@ -97,14 +97,14 @@ def dropout_channels_backward_np(grad, mask, p):
 
 # ---------------------------------------------------------------------------------------- Numba kernels
 
-@njit(cache=True, inline="always")
+@njit(inline="always", **OPTIONS)
 def _mix(z):
     z = (z ^ (z >> np.uint64(30))) * np.uint64(_M1)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(_M2)
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(**OPTIONS)
 def _hash_chunk(base, k0, k1, threshold, mask):
     # Decisions of hash values k0 <= k < k1 into mask[2*k - 2*k0 ...] (mask covers those values).
     golden = np.uint64(GOLDEN)

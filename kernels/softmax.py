@@ -16,7 +16,7 @@ cross-entropy on logits, one pass per row giving loss and gradient together:
 import numpy as np
 from numba import njit, prange
 
-from kernels._registry import compiled, kernel, register
+from kernels._registry import OPTIONS, compiled, kernel, register
 
 SUM, MEAN = 0, 1
 
@@ -71,7 +71,7 @@ def cross_entropy_probs_forward_np(x, t, reduction, need_grad):
 # ---------------------------------------------------------------------------------------- Numba kernels
 # Every kernel runs one row per thread (prange over n): each thread owns row n of its outputs.
 
-@njit(cache=True)
+@njit(**OPTIONS)
 def _exp_shifted(row, out):
     # out[c] = exp(row[c] - max(row)); returns (max, sum of out in float64). Serial: called per row
     # from inside the row-parallel kernels below.
