@@ -7,6 +7,7 @@ a BLAS GEMM followed by a fused compiled pass). :func:`backend` returns either s
 """
 import functools
 import types
+import zlib
 
 from numba import njit
 
@@ -18,6 +19,9 @@ PARALLEL_MIN = 1 << 16
 # (and the twins) instead of a per-division check that raises, which blocks vectorisation (measured
 # 5x on the Adam update).
 OPTIONS = {"cache": True, "error_model": "numpy"}
+# Numba's cache index ignores compile options: a build renamed with a tag of them cannot load a
+# stale entry compiled under other options.
+_TAG = zlib.crc32(repr(sorted(OPTIONS.items())).encode()) & 0xFFFF
 
 _IMPLS = {"numba": {}, "numpy": {}}
 
@@ -32,7 +36,7 @@ def register(name, numba_impl, numpy_impl):
 
 def _renamed(func, suffix):
     """A copy of ``func`` with another qualname: Numba's on-disk cache keys on the qualname and the
-    signature, not on the compile flags, so the serial and parallel builds need distinct names."""
+    signature, not on the compile flags, so each build needs a name of its own."""
     copy = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix,
                               func.__defaults__, func.__closure__)
     copy.__qualname__ = func.__qualname__ + suffix
@@ -50,8 +54,8 @@ def compiled(parallel_min=PARALLEL_MIN):
     ``.parallel`` on the returned dispatcher.
     """
     def decorate(func):
-        serial = njit(**OPTIONS)(_renamed(func, "__serial"))
-        parallel = njit(parallel=True, **OPTIONS)(func)
+        serial = njit(**OPTIONS)(_renamed(func, f"__serial_{_TAG}"))
+        parallel = njit(parallel=True, **OPTIONS)(_renamed(func, f"__parallel_{_TAG}"))
 
         @functools.wraps(func)
         def dispatch(*args):
