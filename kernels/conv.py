@@ -28,7 +28,8 @@ How the compiled path is fast (NOTES.md: a direct kernel beats im2col + BLAS for
   half the speed of BLAS here. So at stride 1 it is a GEMM per chunk of samples,
   dw (O, C*KH*KW) += rows (O, nb*OH*Wp) @ cols.T, with rows (the gradient on the same flattened
   grid) and cols (the input taps, im2col) gathered by compiled kernels; BLAS runs outside any
-  prange.
+  prange. Only when the partial sums fit in L1 (a 1-channel first layer) the direct loop wins, and
+  runs (see DIRECT_WGRAD_MAX_BYTES).
 - Each thread of the forward kernel owns one sample: it pads that sample into its own buffer, which
   then stays in cache for every output channel (no padded copy of the batch is written).
 - Other strides take a plain direct-loop general path (forward and weight gradient).
