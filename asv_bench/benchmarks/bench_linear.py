@@ -1,0 +1,67 @@
+"""kernels/linear.py: y = relu(x @ w.T + b) (GEMM + fused bias/activation pass) and its backward
+(fused activation/bias gradient, dw += g.T @ x, dx = g @ w).
+
+torch: F.relu(F.linear(x, w, b)) under no_grad; backward is autograd.grad for (x, w, b).
+"""
+from kernels.activations import RELU
+
+from .common import IMPLS, Case, calls_for, case, label, ops, randn, speedup, tensor, torch
+
+# (N, in, out): the MLP's first layer, the MLP-BN's first layer, one large GEMM.
+_SHAPES = [(64, 784, 128), (128, 784, 512), (128, 512, 256), (4096, 1024, 1024)]
+SHAPES = {label(s, calls_for(s[0] * s[2], 8)): s for s in _SHAPES}
+TRAINING = [("linear+relu", (64, 784, 128))]
+
+
+def make(impl, shape):
+    n, din, dout = shape
+    x = randn((n, din), 0)
+    w = randn((dout, din), 1, scale=din ** -0.5)
+    b = randn((dout,), 2, scale=0.1)
+    g = randn((n, dout), 3)
+    calls = calls_for(n * dout, 8)
+    if impl == "torch":
+        t = torch()
+        F = t.nn.functional
+        xt, wt, bt = (tensor(t, a, True) for a in (x, w, b))
+        gt = tensor(t, g)
+
+        def forward():
+            with t.no_grad():
+                F.relu(F.linear(xt, wt, bt))
+        yt = F.relu(F.linear(xt, wt, bt))
+
+        def backward():
+            t.autograd.grad(yt, (xt, wt, bt), gt, retain_graph=True)
+        return Case({"forward": forward, "backward": backward}, calls)
+    k = ops(impl, "linear_forward", "linear_backward")
+    y = k.linear_forward(x, w, b, RELU, 0.0)
+    dw = w * 0
+    db = b * 0
+    return Case({"forward": lambda: k.linear_forward(x, w, b, RELU, 0.0),
+                 "backward": lambda: k.linear_backward(g, x, w, y, RELU, 0.0, dw, db, True)},
+                calls)
+
+
+class Linear:
+    params = [IMPLS, list(SHAPES)]
+    param_names = ["impl", "shape"]
+    timeout = 180
+
+    def setup(self, impl, shape):
+        self.case = case(make, impl, SHAPES[shape])
+
+    def time_forward(self, impl, shape):
+        self.case.run("forward")
+
+    def time_backward(self, impl, shape):
+        self.case.run("backward")
+
+
+def track_numba_speedup():
+    return speedup(make, TRAINING[0][1])
+
+
+track_numba_speedup.unit = "x"
+track_numba_speedup.pretty_name = "linear+relu 64x784x128: numba speed-up over numpy (fwd+bwd)"
+track_numba_speedup.timeout = 180

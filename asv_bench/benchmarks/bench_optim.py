@@ -1,0 +1,86 @@
+"""kernels/optim.py: one in-place optimizer step over a model's parameters.
+
+numba/numpy update one flat buffer holding every parameter (fastlayers' optimizers pack them so);
+torch steps torch.optim's optimizer over the model's parameter tensors, as a torch user would
+(its default per-tensor implementation on CPU). The "4M flat" case gives torch one tensor too.
+"""
+import math
+
+import numpy as np
+
+from .common import IMPLS, Case, calls_for, case, ops, randn, speedup, torch
+
+# Parameter tensor shapes of the three speed-run models (Linear weight (out, in) + bias,
+# BatchNorm weight + bias, Conv2d weight + bias), and one large flat buffer.
+MODELS = {
+    "mlp": [(128, 784), (128,), (10, 128), (10,)],
+    "mlp_bn": [(512, 784), (512,), (512,), (512,), (256, 512), (256,), (256,), (256,),
+               (128, 256), (128,), (128,), (128,), (10, 128), (10,)],
+    "cnn": [(16, 1, 3, 3), (16,), (16,), (16,), (32, 16, 3, 3), (32,), (32,), (32,), (10, 1568),
+            (10,)],
+    "4M flat": [(4096, 1024)],
+}
+
+
+def _size_label(name):
+    total = sum(math.prod(s) for s in MODELS[name])
+    calls = calls_for(total, 16)
+    return f"{name} ({total:,})" + (f" (x{calls} calls)" if calls > 1 else "")
+
+
+SIZES = {_size_label(name): name for name in MODELS}
+OPTIMIZERS = ["sgd", "adam", "rmsprop", "nadam"]
+TRAINING = [("sgd momentum (mlp)", ("mlp", "sgd")), ("adam (mlp_bn)", ("mlp_bn", "adam"))]
+LR, MOMENTUM, B1, B2, EPS, ALPHA = 0.01, 0.9, 0.9, 0.999, 1e-8, 0.99
+
+
+def make(impl, model, opt):
+    shapes = MODELS[model]
+    total = sum(math.prod(s) for s in shapes)
+    calls = calls_for(total, 16)
+    if impl == "torch":
+        t = torch()
+        params = []
+        for i, s in enumerate(shapes):
+            p = t.from_numpy(randn(s, 10 + i, scale=0.1).copy()).requires_grad_(True)
+            p.grad = t.from_numpy(randn(s, 100 + i, scale=0.01).copy())
+            params.append(p)
+        o = {"sgd": lambda: t.optim.SGD(params, lr=LR, momentum=MOMENTUM),
+             "adam": lambda: t.optim.Adam(params, lr=1e-3),
+             "rmsprop": lambda: t.optim.RMSprop(params, lr=1e-3),
+             "nadam": lambda: t.optim.NAdam(params, lr=2e-3)}[opt]()
+        return Case({"step": o.step}, calls)
+    k = ops(impl, f"{opt}_step")
+    p = randn((total,), 10, scale=0.1).copy()
+    g = randn((total,), 11, scale=0.01)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    empty = np.empty(0, p.dtype)
+    step = {
+        "sgd": lambda: k.sgd_step(p, g, m, LR, MOMENTUM, 0.0, 0.0, False, False),
+        "adam": lambda: k.adam_step(p, g, m, v, empty, 1e-3, B1, B2, EPS, 0.0, 10, False),
+        "rmsprop": lambda: k.rmsprop_step(p, g, v, empty, empty, 1e-3, ALPHA, EPS, 0.0, 0.0,
+                                          False),
+        "nadam": lambda: k.nadam_step(p, g, m, v, B1, B2, EPS, 0.0, 1 - B2 ** 10, 1e-4, 1e-3),
+    }[opt]
+    return Case({"step": step}, calls)
+
+
+class Optimizer:
+    params = [IMPLS, list(SIZES), OPTIMIZERS]
+    param_names = ["impl", "parameters", "optimizer"]
+    timeout = 120
+
+    def setup(self, impl, size, opt):
+        self.case = case(make, impl, SIZES[size], opt)
+
+    def time_step(self, impl, size, opt):
+        self.case.run("step")
+
+
+def track_numba_speedup():
+    return speedup(make, *TRAINING[1][1])
+
+
+track_numba_speedup.unit = "x"
+track_numba_speedup.pretty_name = "adam step (mlp_bn, 569k parameters): numba speed-up over numpy"
+track_numba_speedup.timeout = 120

@@ -1,0 +1,186 @@
+"""Shared pieces of the benchmark suite: the implementation parameter, array factories, threads.
+
+Every family benchmark is parameterised over ``impl``: ``"numba"`` (the compiled kernels),
+``"numpy"`` (their pure-NumPy twins, under the same names) and ``"torch"`` (the equivalent
+``torch.nn.functional`` op, skipped where torch is not installed).
+
+Threads are settled here, once, before anything is timed: importing fastlayers makes idle OpenMP
+workers sleep, gives Numba its threads and limits BLAS to one thread (see fastlayers/threads.py);
+torch gets as many threads as Numba. Nothing here *runs* a parallel kernel: asv forks a process per
+benchmark from the one that imported this module, and a process that has run an OpenMP region hangs
+after a fork. Kernels are compiled in ``setup``, in the forked process.
+"""
+import os
+import statistics
+import time
+
+import fastlayers  # noqa: F401  (first: settles OMP_WAIT_POLICY and the thread pools)
+import kernels
+import numba
+import numpy as np
+
+IMPLS = ["numba", "numpy", "torch"]
+NUM_THREADS = numba.config.NUMBA_NUM_THREADS
+DTYPE = np.float32
+
+# A timed call shorter than a few tens of microseconds is dominated by asv's per-sample overhead
+# (with a setup() asv times one call per sample). Such benchmarks time a fixed number of calls,
+# chosen from the shape alone (so every implementation runs the same loop): enough calls to touch
+# about this many elements.
+LOOP_ELEMENTS = 1 << 18
+
+
+def calls_for(numel, limit=32):
+    """How many calls one timed sample makes for an op over ``numel`` elements (1 to ``limit``)."""
+    return int(min(limit, max(1, LOOP_ELEMENTS // max(int(numel), 1))))
+
+
+def label(shape, calls=1):
+    """The parameter value shown on the dashboard, e.g. ``'64x128'`` or ``'64x128 (x32 calls)'``."""
+    text = "x".join(str(s) for s in shape)
+    return text if calls == 1 else f"{text} (x{calls} calls)"
+
+
+def has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def torch():
+    """The torch module with its threads set, or NotImplementedError (asv's skip) without torch."""
+    try:
+        import torch as _torch
+    except ImportError:
+        raise NotImplementedError("torch is not installed")
+    if _torch.get_num_threads() != NUM_THREADS:
+        _torch.set_num_threads(NUM_THREADS)
+    return _torch
+
+
+def ops(impl, *names):
+    """The kernels of backend ``impl`` ("numba" or "numpy"); NotImplementedError (skip) when one
+    of ``names`` is not registered yet (a family that has not landed)."""
+    missing = [n for n in names if n not in kernels.names()]
+    if missing:
+        raise NotImplementedError(f"kernels not registered: {', '.join(missing)}")
+    return kernels.backend(impl)
+
+
+_ARRAYS = {}
+
+
+def randn(shape, seed=0, dtype=DTYPE, scale=1.0):
+    """A cached C-contiguous standard-normal array (do not write into it)."""
+    key = ("randn", tuple(shape), seed, np.dtype(dtype).str, scale)
+    if key not in _ARRAYS:
+        rng = np.random.default_rng(seed)
+        _ARRAYS[key] = (rng.standard_normal(shape, dtype=np.float32) * scale).astype(dtype)
+    return _ARRAYS[key]
+
+
+def uniform(shape, low=0.0, high=1.0, seed=0, dtype=DTYPE):
+    """A cached C-contiguous uniform array on [low, high) (do not write into it)."""
+    key = ("uniform", tuple(shape), low, high, seed, np.dtype(dtype).str)
+    if key not in _ARRAYS:
+        rng = np.random.default_rng(seed)
+        _ARRAYS[key] = rng.uniform(low, high, shape).astype(dtype)
+    return _ARRAYS[key]
+
+
+def labels(n, classes, seed=0):
+    """Cached int64 class labels in [0, classes)."""
+    key = ("labels", n, classes, seed)
+    if key not in _ARRAYS:
+        _ARRAYS[key] = np.random.default_rng(seed).integers(0, classes, n).astype(np.int64)
+    return _ARRAYS[key]
+
+
+def tensor(torch_mod, a, requires_grad=False):
+    """A torch tensor holding a copy of ``a``."""
+    t = torch_mod.from_numpy(np.array(a, copy=True))
+    return t.requires_grad_(requires_grad)
+
+
+class Case:
+    """One op family at one shape for one implementation: a dict of zero-argument callables
+    (``"forward"``, ``"backward"``, ...) over arrays built once, and the number of calls per sample.
+    """
+
+    def __init__(self, fns, calls=1):
+        self.fns = fns
+        self.calls = calls
+
+    def warm(self):
+        """Call everything once (compiles the Numba kernels for these dtypes and layouts)."""
+        for fn in self.fns.values():
+            fn()
+
+    def run(self, name):
+        fn = self.fns[name]
+        for _ in range(self.calls):
+            fn()
+
+
+_CASES = {}
+
+
+def case(factory, *key):
+    """``factory(*key)``, built and warmed once per process (setup runs before every sample)."""
+    k = (factory.__module__, factory.__qualname__) + key
+    if k not in _CASES:
+        c = factory(*key)
+        c.warm()
+        _CASES[k] = c
+    return _CASES[k]
+
+
+def interleaved_medians(fns, rounds=15, min_time=2e-3):
+    """Median seconds per call of each callable in ``fns`` (a dict), timed side by side: every round
+    times each callable in turn, so drifts in machine load hit all of them alike. Each timing is a
+    loop of as many calls as make it last ``min_time`` (calibrated once per callable)."""
+    loops = {}
+    for name, fn in fns.items():
+        fn()  # warm-up (compiles)
+        n, t = 1, 0.0
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            t = time.perf_counter() - t0
+            if t >= min_time or n >= 1 << 16:
+                break
+            n *= 2
+        loops[name] = n
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            n = loops[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / n)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def speedup(factory, *key, rounds=15):
+    """numpy time / numba time for every callable of the ``factory(impl, *key)`` case, summed over
+    the case's callables (forward + backward), measured side by side."""
+    fns = {}
+    for impl in ("numba", "numpy"):
+        c = factory(impl, *key)
+        for name, fn in c.fns.items():
+            fns[(impl, name)] = fn
+    med = interleaved_medians(fns, rounds=rounds)
+    numba_t = sum(t for (impl, _), t in med.items() if impl == "numba")
+    numpy_t = sum(t for (impl, _), t in med.items() if impl == "numpy")
+    return numpy_t / numba_t
+
+
+def env_summary():
+    """One line naming the thread settings, for scripts that print results."""
+    return (f"numba threads {NUM_THREADS} ({numba.config.THREADING_LAYER}), "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, BLAS threads limited by "
+            f"fastlayers.set_num_threads, numpy {np.__version__}, numba {numba.__version__}")
