@@ -34,6 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist-10k")
     p.add_argument("--data-dir", default=None,
                    help="directory holding (or receiving) the dataset files")
+    p.add_argument("--no-download", action="store_true",
+                   help="never download: fail if the dataset files are not on disk")
     p.add_argument("--model", choices=sorted(MODELS), default="mlp")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None,
                    help="default: sgd for mlp, adam otherwise")
@@ -61,7 +63,7 @@ def parse_args(argv=None):
     if args.lr is None:
         args.lr = lr if args.optimizer == opt else {"sgd": 0.05, "momentum": 0.01}.get(
             args.optimizer, 1e-3)
-    args.batch_size = args.batch_size or batch
+    args.batch_size = batch if args.batch_size is None else args.batch_size
     args.epochs = args.epochs if args.epochs is not None else epochs
     for name, value, low in [("--batch-size", args.batch_size, 1), ("--epochs", args.epochs, 1),
                              ("--seed", args.seed, 0)]:
@@ -152,7 +154,7 @@ def run(args, out=sys.stdout):
         torch.set_num_threads(fl.get_num_threads())
         from fastlayers.torch_bridge import TorchEngine
 
-    dataset = load_dataset(args.dataset, data_dir=args.data_dir)
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
     print(f"dataset {dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_test)} test images "
           f"({dataset.source})", file=out)
     compile_s = _warm_up(args, dataset)

@@ -1,0 +1,94 @@
+"""The speed-run command line: end-to-end runs on the embedded data, JSON output, comparisons,
+and clear errors for bad arguments and missing data."""
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastlayers import mnist
+from fastlayers.data import write_idx
+
+
+def _run(argv):
+    out = io.StringIO()
+    report = mnist.run(mnist.parse_args(argv + ["--no-progress"]), out=out)
+    return report, out.getvalue()
+
+
+def test_cli_process_trains_and_writes_json(tmp_path):
+    path = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "fastlayers.mnist", "--epochs", "1", "--no-progress",
+                           "--json", str(path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "compile/load kernels" in proc.stdout and "epoch  1" in proc.stdout
+    report = json.loads(path.read_text())
+    assert report["config"]["dataset"] == "mnist-10k" and report["config"]["model"] == "mlp"
+    run = report["results"]["fastlayers"]
+    assert len(run["epochs"]) == 1
+    epoch = run["epochs"][0]
+    assert epoch["seconds"] > 0 and epoch["samples_per_s"] > 0
+    assert 0.8 < epoch["test_accuracy"] <= 1.0        # one epoch of the MLP on real digits
+    assert report["compile_s"] >= 0 and report["environment"]["numba"]
+    assert not list(tmp_path.glob("*.tmp*"))           # the JSON was written atomically
+
+
+def test_target_accuracy_stops_early_and_reports_time():
+    report, text = _run(["--epochs", "5", "--target-accuracy", "0.5"])
+    run = report["results"]["fastlayers"]
+    assert len(run["epochs"]) == 1                     # 50% is reached after the first epoch
+    assert run["time_to_target_s"] == pytest.approx(run["epochs"][0]["seconds"])
+    assert "reached 50.00%" in text
+
+
+def test_compare_numpy_gives_the_same_training():
+    report, text = _run(["--epochs", "1", "--compare-numpy"])
+    a, b = report["results"]["fastlayers"], report["results"]["fastlayers-numpy"]
+    assert a["epochs"][0]["train_loss"] == pytest.approx(b["epochs"][0]["train_loss"], rel=1e-4)
+    assert "| fastlayers-numpy |" in text
+
+
+def test_compare_torch_same_init_and_batches():
+    pytest.importorskip("torch")
+    report, text = _run(["--epochs", "1", "--compare-torch"])
+    a, b = report["results"]["fastlayers"], report["results"]["pytorch"]
+    # Same architecture, initial weights, hyperparameters and batch order: same training curve.
+    assert a["epochs"][0]["train_loss"] == pytest.approx(b["epochs"][0]["train_loss"], rel=1e-3)
+    assert b["fastlayers_time_ratio"] > 0 and "| pytorch |" in text
+
+
+@pytest.mark.parametrize("model", ["mlp-bn", "cnn"])
+def test_other_models_run_on_a_tiny_idx_dataset(tmp_path, model):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 96), ("t10k", 40)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), np.uint8))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
+    report, _ = _run(["--dataset", "mnist", "--data-dir", str(tmp_path), "--no-download",
+                      "--model", model, "--epochs", "1", "--batch-size", "32"])
+    assert np.isfinite(report["results"]["fastlayers"]["epochs"][0]["train_loss"])
+
+
+def test_missing_files_give_a_clear_error_and_exit_status_2(tmp_path, capsys):
+    status = mnist.main(["--dataset", "mnist", "--data-dir", str(tmp_path), "--no-download",
+                         "--no-progress"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and str(tmp_path) in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "cifar"], "invalid choice"),
+    (["--model", "resnet"], "invalid choice"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--lr", "-1"], "--lr must be > 0"),
+    (["--target-accuracy", "1.5"], "--target-accuracy must be in"),
+    (["--threads", "0"], "--threads must be in"),
+])
+def test_bad_arguments_exit_with_usage_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        mnist.parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
