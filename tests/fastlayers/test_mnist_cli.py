@@ -92,3 +92,16 @@ def test_bad_arguments_exit_with_usage_error(argv, message, capsys):
         mnist.parse_args(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_plot_writes_a_png_or_says_matplotlib_is_missing(tmp_path, capsys):
+    path = tmp_path / "curves.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        with pytest.raises(SystemExit):
+            mnist.parse_args(["--plot", str(path)])
+        assert "needs matplotlib" in capsys.readouterr().err
+    else:
+        _run(["--epochs", "1", "--plot", str(path)])
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
