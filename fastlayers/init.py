@@ -1,8 +1,6 @@
 """Weight initialisation, drawing from the generator that ``fastlayers.manual_seed`` seeds."""
 import math
 
-import numpy as np
-
 from fastlayers import random
 
 

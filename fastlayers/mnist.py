@@ -238,11 +238,9 @@ def _table(results):
 
 def _write_json(path, report):
     """Write ``report`` atomically (a temporary file in the same directory, then a rename)."""
-    path = os.path.abspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    os.replace(tmp, path)
+    from fastlayers._io import atomic_open
+    with atomic_open(path) as f:
+        f.write(json.dumps(report, indent=2, default=float).encode())
 
 
 def _plot(path, results):

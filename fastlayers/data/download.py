@@ -9,10 +9,10 @@ digests). With several mirrors, each is tried in turn and the error lists every 
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 
+from fastlayers._io import atomic_open
 from fastlayers.data.idx import DatasetError
 
 __all__ = ["DownloadError", "download", "file_digest"]
@@ -36,49 +36,37 @@ def file_digest(path, algorithm="sha256"):
 
 def _fetch_one(url, dest, digests, timeout):
     """Download ``url`` to ``dest`` if it matches ``digests``; raise DownloadError otherwise."""
-    directory = os.path.dirname(os.path.abspath(dest))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(dest) + ".",
-                               suffix=".part")
     hashes = {a: hashlib.new(a) for a in digests}
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                req = urllib.request.Request(url, headers={"User-Agent": "fastlayers"})
-                with urllib.request.urlopen(req, timeout=timeout) as resp:
-                    length = resp.headers.get("Content-Length")
-                    received = 0
-                    while True:
-                        chunk = resp.read(_CHUNK)
-                        if not chunk:
-                            break
-                        received += len(chunk)
-                        out.write(chunk)
-                        for h in hashes.values():
-                            h.update(chunk)
-            except urllib.error.HTTPError as e:
-                raise DownloadError(f"{url}: HTTP error {e.code} {e.reason}") from e
-            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
-                # refused connection, DNS failure, timeout, a connection closed mid-body
-                # (IncompleteRead), a malformed URL
-                reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
-                raise DownloadError(f"{url}: download failed ({reason})") from e
-            if length is not None and length.isdigit() and received != int(length):
-                raise DownloadError(f"{url}: download cut short: received {received} of "
-                                    f"{int(length)} bytes")
-            for a, expected in digests.items():
-                actual = hashes[a].hexdigest()
-                if actual != expected.lower():
-                    raise DownloadError(f"{url}: {a} mismatch: expected {expected.lower()}, "
-                                        f"got {actual} ({received} bytes); file discarded")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
+    # A mismatch or failure raises inside the block: the partial file is removed, dest untouched.
+    with atomic_open(dest, suffix=".part") as out:
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            req = urllib.request.Request(url, headers={"User-Agent": "fastlayers"})
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                length = resp.headers.get("Content-Length")
+                received = 0
+                while True:
+                    chunk = resp.read(_CHUNK)
+                    if not chunk:
+                        break
+                    received += len(chunk)
+                    out.write(chunk)
+                    for h in hashes.values():
+                        h.update(chunk)
+        except urllib.error.HTTPError as e:
+            raise DownloadError(f"{url}: HTTP error {e.code} {e.reason}") from e
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+            # refused connection, DNS failure, timeout, a connection closed mid-body
+            # (IncompleteRead), a malformed URL
+            reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
+            raise DownloadError(f"{url}: download failed ({reason})") from e
+        if length is not None and length.isdigit() and received != int(length):
+            raise DownloadError(f"{url}: download cut short: received {received} of "
+                                f"{int(length)} bytes")
+        for a, expected in digests.items():
+            actual = hashes[a].hexdigest()
+            if actual != expected.lower():
+                raise DownloadError(f"{url}: {a} mismatch: expected {expected.lower()}, "
+                                    f"got {actual} ({received} bytes); file discarded")
 
 
 def download(urls, dest, sha256=None, md5=None, timeout=60.0):

@@ -25,6 +25,8 @@ import zlib
 
 import numpy as np
 
+from fastlayers._io import atomic_open
+
 __all__ = ["DatasetError", "read_idx", "read_idx_images", "read_idx_labels", "read_idx_pair",
            "read_mnist_npz", "check_pair", "write_idx"]
 
@@ -226,16 +228,5 @@ def write_idx(path, array, compress=None):
 
 
 def _atomic_write_bytes(path, data):
-    import tempfile
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_open(path) as f:
+        f.write(data)
