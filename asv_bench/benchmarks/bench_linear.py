@@ -10,7 +10,7 @@ from .common import IMPLS, Case, calls_for, case, label, ops, randn, speedup, te
 # (N, in, out): the MLP's first layer, the MLP-BN's first layer, one large GEMM.
 _SHAPES = [(64, 784, 128), (128, 784, 512), (128, 512, 256), (4096, 1024, 1024)]
 SHAPES = {label(s, calls_for(s[0] * s[2], 8)): s for s in _SHAPES}
-TRAINING = [("linear+relu", (64, 784, 128))]
+TRAINING = [("linear+relu", ((64, 784, 128),))]
 
 
 def make(impl, shape):
@@ -59,7 +59,7 @@ class Linear:
 
 
 def track_numba_speedup():
-    return speedup(make, TRAINING[0][1])
+    return speedup(make, *TRAINING[0][1])
 
 
 track_numba_speedup.unit = "x"

@@ -4,18 +4,22 @@ Every family benchmark is parameterised over ``impl``: ``"numba"`` (the compiled
 ``"numpy"`` (their pure-NumPy twins, under the same names) and ``"torch"`` (the equivalent
 ``torch.nn.functional`` op, skipped where torch is not installed).
 
-Threads are settled here, once, before anything is timed: importing fastlayers makes idle OpenMP
-workers sleep, gives Numba its threads and limits BLAS to one thread (see fastlayers/threads.py);
-torch gets as many threads as Numba. Nothing here *runs* a parallel kernel: asv forks a process per
-benchmark from the one that imported this module, and a process that has run an OpenMP region hangs
-after a fork. Kernels are compiled in ``setup``, in the forked process.
+Threads are settled here, once, before anything is timed: importing kernels makes idle OpenMP
+workers sleep (OMP_WAIT_POLICY=PASSIVE, set before Numba or OpenBLAS load); :func:`settle` imports
+fastlayers, which gives Numba its threads and limits BLAS to one thread (fastlayers/runtime.py);
+torch gets as many threads as Numba.
+
+Fork safety: asv's forkserver (asv.conf.json) imports the suite once and forks a process per
+benchmark, and GNU OpenMP terminates a child forked from a process that has started it. So
+*importing* the suite must not start Numba's threading layer: fastlayers (whose import sets Numba's
+thread count, which starts it) is imported only by :func:`settle`, called from setup and from the
+timing helpers, in the forked process. Kernels are compiled there too.
 """
 import os
 import statistics
 import time
 
-import fastlayers  # noqa: F401  (first: settles OMP_WAIT_POLICY and the thread pools)
-import kernels
+import kernels  # first: sets OMP_WAIT_POLICY / OPENBLAS_THREAD_TIMEOUT before the pools load
 import numba
 import numpy as np
 
@@ -28,6 +32,12 @@ DTYPE = np.float32
 # chosen from the shape alone (so every implementation runs the same loop): enough calls to touch
 # about this many elements.
 LOOP_ELEMENTS = 1 << 18
+
+
+def settle():
+    """Import fastlayers (its import settles Numba's and BLAS's threads): from setup, never at
+    module import (see the module docstring)."""
+    import fastlayers  # noqa: F401
 
 
 def calls_for(numel, limit=32):
@@ -51,6 +61,7 @@ def has_torch():
 
 def torch():
     """The torch module with its threads set, or NotImplementedError (asv's skip) without torch."""
+    settle()
     try:
         import torch as _torch
     except ImportError:
@@ -63,6 +74,7 @@ def torch():
 def ops(impl, *names):
     """The kernels of backend ``impl`` ("numba" or "numpy"); NotImplementedError (skip) when one
     of ``names`` is not registered yet (a family that has not landed)."""
+    settle()
     missing = [n for n in names if n not in kernels.names()]
     if missing:
         raise NotImplementedError(f"kernels not registered: {', '.join(missing)}")
@@ -129,6 +141,7 @@ _CASES = {}
 
 def case(factory, *key):
     """``factory(*key)``, built and warmed once per process (setup runs before every sample)."""
+    settle()
     k = (factory.__module__, factory.__qualname__) + key
     if k not in _CASES:
         c = factory(*key)
@@ -141,6 +154,7 @@ def interleaved_medians(fns, rounds=15, min_time=2e-3):
     """Median seconds per call of each callable in ``fns`` (a dict), timed side by side: every round
     times each callable in turn, so drifts in machine load hit all of them alike. Each timing is a
     loop of as many calls as make it last ``min_time`` (calibrated once per callable)."""
+    settle()
     loops = {}
     for name, fn in fns.items():
         fn()  # warm-up (compiles)
@@ -183,4 +197,4 @@ def env_summary():
     """One line naming the thread settings, for scripts that print results."""
     return (f"numba threads {NUM_THREADS} ({numba.config.THREADING_LAYER}), "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, BLAS threads limited by "
-            f"fastlayers.set_num_threads, numpy {np.__version__}, numba {numba.__version__}")
+            f"fastlayers' runtime settings, numpy {np.__version__}, numba {numba.__version__}")
