@@ -53,8 +53,7 @@ def engine(impl, name):
             from fastlayers.torch_bridge import TorchEngine
             eng = TorchEngine(model, loss_fn, optimizer)
         else:
-            eng = Engine(model, loss_fn, optimizer)
-        fl.set_backend("numba" if impl == "torch" else impl)
+            eng = Engine(model, loss_fn, optimizer, backend=impl)  # the engine pins its backend
         x, y = inputs(name, batch)
         eng.train(True)
         eng.train_step(x, y)
@@ -71,15 +70,9 @@ class TrainStep:
     timeout = 300
 
     def setup(self, impl, name):
-        import fastlayers as fl
         self.engine = engine(impl, name)
-        fl.set_backend("numba" if impl == "torch" else impl)
         self.engine.train(True)
         self.x, self.y = inputs(name, MODELS[name][2])
-
-    def teardown(self, impl, name):
-        import fastlayers as fl
-        fl.set_backend("numba")
 
     def time_train_step(self, impl, name):
         self.engine.train_step(self.x, self.y)
@@ -92,15 +85,9 @@ class Inference:
     timeout = 300
 
     def setup(self, impl, name):
-        import fastlayers as fl
         self.engine = engine(impl, name)
-        fl.set_backend("numba" if impl == "torch" else impl)
         self.engine.train(False)
         self.x = inputs(name, EVAL_BATCH, 1)[0]
-
-    def teardown(self, impl, name):
-        import fastlayers as fl
-        fl.set_backend("numba")
 
     def time_inference(self, impl, name):
         self.engine.predict(self.x)
@@ -108,18 +95,15 @@ class Inference:
 
 def track_numba_speedup_train_step():
     """numpy / numba time of one mlp-bn training step, measured side by side."""
-    import fastlayers as fl
     fns = {}
     for impl in ("numba", "numpy"):
         eng = engine(impl, "mlp-bn")
         x, y = inputs("mlp-bn", MODELS["mlp-bn"][2])
 
-        def step(eng=eng, impl=impl, x=x, y=y):
-            fl.set_backend(impl)
+        def step(eng=eng, x=x, y=y):
             eng.train_step(x, y)
         fns[impl] = step
     med = interleaved_medians(fns, rounds=11)
-    fl.set_backend("numba")
     return med["numpy"] / med["numba"]
 
 
