@@ -1,5 +1,4 @@
 """Batch-norm kernels against their NumPy twins, serial and parallel builds, float32 and float64."""
-import contextlib
 
 import numpy as np
 import pytest
@@ -8,24 +7,10 @@ from hypothesis import strategies as st
 
 from kernels import batchnorm as bn
 from kernels.activations import IDENTITY, LEAKY_RELU, RELU
+from tests.conftest import forced_build
 
-DISPATCHERS = (bn._train_rows, bn._train_planes, bn._eval_rows, bn._eval_planes,
-               bn._backward_rows, bn._backward_planes)
-BUILDS = {"serial": None, "parallel": 0}
+BUILDS = ("serial", "parallel")
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-11, atol=1e-11)}
-
-
-@contextlib.contextmanager
-def build(kind):
-    """Run every batch-norm dispatcher on its ``kind`` build (the parallel one at any size)."""
-    saved = [d.parallel_min for d in DISPATCHERS]
-    for d in DISPATCHERS:
-        d.parallel_min = BUILDS[kind]
-    try:
-        yield
-    finally:
-        for d, v in zip(DISPATCHERS, saved):
-            d.parallel_min = v
 
 
 def _shape(layout, n, c, s):
@@ -47,7 +32,7 @@ def _case(seed, shape, dtype):
 cases = dict(layout=st.sampled_from([2, 3, 4]), n=st.integers(2, 9), c=st.integers(1, 70),
              s=st.integers(1, 6), dtype=st.sampled_from([np.float32, np.float64]),
              act=st.sampled_from([IDENTITY, RELU, LEAKY_RELU]),
-             kind=st.sampled_from(sorted(BUILDS)), seed=st.integers(0, 2**16))
+             kind=st.sampled_from(BUILDS), seed=st.integers(0, 2**16))
 
 
 @settings(max_examples=30, deadline=None)
@@ -55,7 +40,7 @@ cases = dict(layout=st.sampled_from([2, 3, 4]), n=st.integers(2, 9), c=st.intege
 def test_train_forward_matches_twin(layout, n, c, s, dtype, act, kind, seed, momentum):
     x, gamma, beta, rm, rv, _ = _case(seed, _shape(layout, n, c, s), dtype)
     rm2, rv2 = rm.copy(), rv.copy()
-    with build(kind):
+    with forced_build(kind):
         y, mean, invstd = bn.batchnorm_train_forward(x, gamma, beta, rm, rv, momentum, 1e-5, act,
                                                      0.1)
     y2, mean2, invstd2 = bn.batchnorm_train_forward_np(x, gamma, beta, rm2, rv2, momentum, 1e-5,
@@ -73,7 +58,7 @@ def test_train_forward_matches_twin(layout, n, c, s, dtype, act, kind, seed, mom
 def test_eval_forward_matches_twin(layout, n, c, s, dtype, act, kind, seed):
     n = n if seed % 3 else 1  # batch 1 is fine in eval
     x, gamma, beta, rm, rv, _ = _case(seed, _shape(layout, n, c, s), dtype)
-    with build(kind):
+    with forced_build(kind):
         y, mean, invstd = bn.batchnorm_eval_forward(x, gamma, beta, rm, rv, 1e-5, act, 0.2)
     y2, mean2, invstd2 = bn.batchnorm_eval_forward_np(x, gamma, beta, rm, rv, 1e-5, act, 0.2)
     assert y.dtype == dtype
@@ -90,7 +75,7 @@ def test_backward_matches_twin(layout, n, c, s, dtype, act, kind, seed, batch_st
     start = np.random.default_rng(seed).standard_normal((2, c)).astype(dtype)
     dg, db = start[0].copy(), start[1].copy()
     dg2, db2 = start[0].copy(), start[1].copy()
-    with build(kind):
+    with forced_build(kind):
         dx = bn.batchnorm_backward(grad, x, y, gamma, mean, invstd, act, 0.1, batch_stats, dg, db,
                                    need_dx)
     dx2 = bn.batchnorm_backward_np(grad, x, y, gamma, mean, invstd, act, 0.1, batch_stats, dg2,
@@ -112,7 +97,7 @@ def test_serial_and_parallel_builds_agree_bit_for_bit(shape):
     for kind in BUILDS:
         r1, r2 = rm.copy(), rv.copy()
         dg, db = np.zeros_like(gamma), np.zeros_like(gamma)
-        with build(kind):
+        with forced_build(kind):
             y, mean, invstd = bn.batchnorm_train_forward(x, gamma, beta, r1, r2, 0.1, 1e-5, RELU, 0)
             dx = bn.batchnorm_backward(grad, x, y, gamma, mean, invstd, RELU, 0, True, dg, db, True)
             ye = bn.batchnorm_eval_forward(x, gamma, beta, r1, r2, 1e-5, RELU, 0)[0]

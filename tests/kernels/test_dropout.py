@@ -1,6 +1,5 @@
 """Dropout kernels: masks identical to the NumPy twin, to an independent splitmix64, across builds
 and across Numba thread counts; keep rates within binomial bounds."""
-import contextlib
 import os
 import subprocess
 import sys
@@ -12,22 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels import dropout as dr
+from tests.conftest import forced_build
 
-DISPATCHERS = (dr._dropout_flat, dr._dropout_channels, dr._dropout_grad_flat,
-               dr._dropout_grad_channels)
-BUILDS = {"serial": None, "parallel": 0}
-
-
-@contextlib.contextmanager
-def build(kind):
-    saved = [d.parallel_min for d in DISPATCHERS]
-    for d in DISPATCHERS:
-        d.parallel_min = BUILDS[kind]
-    try:
-        yield
-    finally:
-        for d, v in zip(DISPATCHERS, saved):
-            d.parallel_min = v
+BUILDS = ("serial", "parallel")
 
 
 def _splitmix64_reference(seed, counter, n, p):
@@ -61,10 +47,10 @@ def test_mask_is_splitmix64(n):
 @given(shape=st.sampled_from([(1,), (5,), (4097,), (3, 7), (64, 129), (2, 3, 5, 5)]),
        p=st.sampled_from([0.0, 0.1, 0.5, 0.75, 1.0]), seed=st.integers(0, 2**63 - 1),
        counter=st.integers(0, 2**40), dtype=st.sampled_from([np.float32, np.float64]),
-       kind=st.sampled_from(sorted(BUILDS)))
+       kind=st.sampled_from(BUILDS))
 def test_dropout_matches_twin(shape, p, seed, counter, dtype, kind):
     x = np.random.default_rng(counter % 1000).standard_normal(shape).astype(dtype)
-    with build(kind):
+    with forced_build(kind):
         y, mask = dr.dropout_forward(x, p, seed, counter)
         dx = dr.dropout_backward(x, mask, p)
     y2, mask2 = dr.dropout_forward_np(x, p, seed, counter)
@@ -79,11 +65,11 @@ def test_dropout_matches_twin(shape, p, seed, counter, dtype, kind):
 @given(rows=st.integers(1, 70), cols=st.integers(1, 40),
        p=st.sampled_from([0.0, 0.2, 0.5, 1.0]), seed=st.integers(0, 2**63 - 1),
        counter=st.integers(0, 2**40), dtype=st.sampled_from([np.float32, np.float64]),
-       kind=st.sampled_from(sorted(BUILDS)))
+       kind=st.sampled_from(BUILDS))
 def test_channel_dropout_matches_twin(rows, cols, p, seed, counter, dtype, kind):
     x = np.random.default_rng(rows * cols).standard_normal((rows, cols)).astype(dtype)
     g = np.random.default_rng(rows + cols).standard_normal((rows, cols)).astype(dtype)
-    with build(kind):
+    with forced_build(kind):
         y, mask = dr.dropout_channels_forward(x, p, seed, counter)
         dx = dr.dropout_channels_backward(g, mask, p)
     y2, mask2 = dr.dropout_channels_forward_np(x, p, seed, counter)
