@@ -225,7 +225,9 @@ class Sequential(Module):
     When a module that can absorb an activation (``fuses_activation = True``, e.g. Linear) is followed
     by an elementwise activation module (which has an ``act`` code), the pair runs as one fused step:
     bias and activation in one pass after the GEMM, and on the way back the activation's derivative
-    and the bias gradient in one pass. Results are the same as running them one after the other.
+    and the bias gradient in one pass. A module with ``fuses_pool(activation, pool)`` (BatchNorm2d
+    in training) followed by such an activation and a MaxPool2d(2) runs the three as one step.
+    Results are the same as running them one after the other (up to float rounding).
     """
 
     def __init__(self, *modules):
@@ -263,7 +265,11 @@ class Sequential(Module):
         while i < len(mods):
             m = mods[i]
             nxt = mods[i + 1] if i + 1 < len(mods) else None
-            if getattr(m, "fuses_activation", False) and getattr(nxt, "act", None) is not None:
+            after = mods[i + 2] if i + 2 < len(mods) else None
+            if after is not None and getattr(m, "fuses_pool", None) and m.fuses_pool(nxt, after):
+                x = m.forward(x, activation=nxt, pool=after)
+                i += 3
+            elif getattr(m, "fuses_activation", False) and getattr(nxt, "act", None) is not None:
                 x = m.forward(x, activation=nxt)
                 i += 2
             else:

@@ -3,14 +3,17 @@
 Each normalises every channel by its batch statistics in training and by running statistics in
 evaluation, then applies a learned per-channel scale and shift. Inside a :class:`Sequential`, a
 following ReLU or LeakyReLU is fused into the normalise pass and its derivative into the backward
-pass (other activations run after it through their own kernels).
+pass (other activations run after it through their own kernels). In training, BatchNorm2d, ReLU
+(or LeakyReLU) and MaxPool2d(2) in a row run as one step that never writes the full-size
+activation (see kernels/batchnorm.py).
 """
 import numpy as np
 
 from fastlayers import _checks, backend
 from fastlayers.module import Module, Parameter
+from fastlayers.pooling import MaxPool2d
 from kernels.activations import IDENTITY
-from kernels.batchnorm import FUSED_ACTS
+from kernels.batchnorm import FUSED_ACTS, negative_scale
 
 
 class _BatchNorm(Module):
@@ -62,9 +65,24 @@ class _BatchNorm(Module):
         c = self.num_features
         return np.ones(c, dtype), np.zeros(c, dtype)
 
-    def forward(self, x, activation=None):
+    def _batch_stats(self):
+        """Whether a forward normalises with the batch's own statistics."""
+        return self.training or self.running_mean is None
+
+    def fuses_pool(self, activation, pool):
+        """Whether ``self, activation, pool`` can run as one fused step (see the module docstring):
+        a 4-D layer using batch statistics, a ReLU, LeakyReLU (slope >= 0) or no-op activation, and
+        a 2x2 max pool with stride 2 and no padding."""
+        act = getattr(activation, "act", None)
+        return (self._ndims == (4,) and self._batch_stats() and act in FUSED_ACTS
+                and negative_scale(act, getattr(activation, "slope", 0.0)) >= 0
+                and type(pool) is MaxPool2d and pool.kernel_size == (2, 2)
+                and pool.stride == (2, 2) and pool.padding == (0, 0))
+
+    def forward(self, x, activation=None, pool=None):
         """Normalise ``x``; ``activation`` (a module with ``act`` and ``slope``, e.g. a ReLU) is
-        applied to the result, fused when it is ReLU or LeakyReLU."""
+        applied to the result, fused when it is ReLU or LeakyReLU; ``pool``, a MaxPool2d(2) for
+        which :meth:`fuses_pool` holds, then pools it in the same step."""
         owner = type(self).__name__
         x = _checks.float_array(x, "input", ndim=self._ndims, dtype=self._dtype(), owner=owner)
         _checks.dim_size(x, 1, self.num_features, what="channels", owner=owner)
@@ -74,7 +92,12 @@ class _BatchNorm(Module):
             if act is None:
                 raise TypeError(f"{owner}: activation must be an elementwise activation module "
                                 f"(with an act code), got {type(activation).__name__}")
-        batch_stats = self.training or self.running_mean is None
+        if pool is not None:
+            if not self.fuses_pool(activation, pool):
+                raise ValueError(f"{owner}: cannot fuse {pool!r} after {activation!r} "
+                                 f"(see fuses_pool)")
+            x = pool._check_input(x)
+        batch_stats = self._batch_stats()
         if batch_stats and x.size // self.num_features <= 1:
             raise ValueError(f"{owner}: Expected more than 1 value per channel when training, "
                              f"got input size {x.shape}")
@@ -82,6 +105,7 @@ class _BatchNorm(Module):
         fused = act in FUSED_ACTS
         kact = act if fused else IDENTITY
         gamma, beta = self._affine(x.dtype)
+        idx = None
         if batch_stats:
             if self.training and self.track_running_stats:
                 self.num_batches_tracked[...] += 1
@@ -91,23 +115,27 @@ class _BatchNorm(Module):
             else:
                 factor = 0.0
                 rm = rv = np.empty(0, x.dtype)
-            y, mean, invstd = ops.batchnorm_train_forward(x, gamma, beta, rm, rv, factor, self.eps,
-                                                          kact, slope)
+            if pool is not None:
+                y, idx, mean, invstd = ops.batchnorm_maxpool_train_forward(
+                    x, gamma, beta, rm, rv, factor, self.eps, kact, slope)
+            else:
+                y, mean, invstd = ops.batchnorm_train_forward(x, gamma, beta, rm, rv, factor,
+                                                              self.eps, kact, slope)
         else:
             y, mean, invstd = ops.batchnorm_eval_forward(x, gamma, beta, self.running_mean,
                                                          self.running_var, self.eps, kact, slope)
         out = y if fused else ops.activation_forward(y, act, slope)
-        self._cache = (x, y, out, mean, invstd, act, slope, batch_stats)
+        self._cache = (x, y, out, mean, invstd, act, slope, batch_stats, idx)
         return out
 
     def backward(self, grad_output):
         owner = type(self).__name__
         if self._cache is None:
             raise RuntimeError(f"{owner}.backward() called before forward()")
-        x, y, out, mean, invstd, act, slope, batch_stats = self._cache
+        x, y, out, mean, invstd, act, slope, batch_stats, idx = self._cache
         g = _checks.float_array(grad_output, "grad_output", dtype=x.dtype, owner=owner)
-        if g.shape != x.shape:
-            raise ValueError(f"{owner}: grad_output must have shape {x.shape}, got {g.shape}")
+        if g.shape != out.shape:
+            raise ValueError(f"{owner}: grad_output must have shape {out.shape}, got {g.shape}")
         ops = backend.ops()
         if act not in FUSED_ACTS:
             g = ops.activation_backward(g, out, act, slope)
@@ -117,6 +145,9 @@ class _BatchNorm(Module):
             dgamma, dbeta = self.weight.grad, self.bias.grad
         else:
             dgamma, dbeta = np.zeros_like(gamma), np.zeros_like(gamma)
+        if idx is not None:
+            return ops.batchnorm_maxpool_backward(g, idx, y, x, gamma, mean, invstd, act, slope,
+                                                  dgamma, dbeta, self.needs_input_grad)
         return ops.batchnorm_backward(g, x, y, gamma, mean, invstd, act, slope, batch_stats,
                                       dgamma, dbeta, self.needs_input_grad)
 

@@ -26,6 +26,18 @@ cancel). The float64 mean is split into hi + lo in x's dtype and x - mean is com
 (x - hi) - lo: x - hi is exact for x near the mean, so float32 data with mean 1e4 and spread 1e-2
 normalises to float32 accuracy, not to the 1e-3 ulp of 1e4.
 
+BatchNorm2d + activation + 2x2 max pooling (stride 2, no padding), fused for training (batch
+statistics), as Sequential(BatchNorm2d, ReLU, MaxPool2d(2)) runs:
+    forward:   the statistics pass as above, then one pass that normalises each 2x2 window, applies
+               the activation and keeps only the window's maximum and its position (idx, uint8: 2 ky
+               + kx; the first maximum in scan order, a NaN wins, the last NaN if several: PyTorch's
+               max_pool2d rule). The full-size activation is never written.
+    backward:  only a window's winner has a gradient, g' = grad * act'(pooled), so the two sums run
+               over the winners alone; dx = gamma * invstd * (g' - (sum(g') + xhat sum(g' xhat)) / M)
+               is written in one pass over x (g' = 0 away from the winners).
+The activation must be non-decreasing (s >= 0) so that pooling its output picks the same input as
+pooling before it would; a pooled value > 0 then means the winner's pre-activation was > 0.
+
 Layout: (N, C, S) planes are contiguous, so a thread owns channel c and walks its N planes. (N, C)
 rows would stride by C per value of one channel, so the rows kernels walk rows in order with
 per-channel accumulators (which vectorise across channels), a thread owning a block of channels.
@@ -35,6 +47,7 @@ from numba import njit, prange
 
 from kernels._registry import OPTIONS, compiled, register
 from kernels.activations import IDENTITY, LEAKY_RELU, RELU
+from kernels.pool import maxpool2d_backward_np, maxpool2d_forward_np
 
 FUSED_ACTS = (IDENTITY, RELU, LEAKY_RELU)
 _BLOCK = 64  # channels per thread-owned block in the parallel (N, C) kernels
@@ -74,7 +87,7 @@ def _affine_act_np(x, mean, invstd, gamma, beta, s):
     hi, lo = _split(mean, x.dtype)
     xhat = ((x - hi.reshape(shape)) - lo.reshape(shape)) * invstd.astype(x.dtype).reshape(shape)
     z = xhat * gamma.reshape(shape) + beta.reshape(shape)
-    return np.where(z > 0, z, z * dt(s) if s != 0 else dt(0))
+    return np.where(z > 0, z, z * dt(s))  # NaN stays NaN under ReLU, as in the kernel and PyTorch
 
 
 def _update_running_np(running_mean, running_var, mean, var, m, momentum):
@@ -123,6 +136,28 @@ def batchnorm_backward_np(grad, x, y, gamma, mean, invstd, act, slope, batch_sta
     a = (sum_g / m).astype(x.dtype).reshape(shape)
     b = (sum_gx / m).astype(x.dtype).reshape(shape)
     return (g - a - xhat * b) * k
+
+
+def batchnorm_maxpool_train_forward_np(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                       act, slope):
+    y, mean, invstd = batchnorm_train_forward_np(x, gamma, beta, running_mean, running_var,
+                                                 momentum, eps, act, slope)
+    pooled, flat = maxpool2d_forward_np(y, (2, 2), (2, 2), (0, 0))
+    row, col = np.divmod(flat, x.shape[3])
+    return pooled, (2 * (row % 2) + col % 2).astype(np.uint8), mean, invstd
+
+
+def batchnorm_maxpool_backward_np(grad, idx, pooled, x, gamma, mean, invstd, act, slope, dgamma,
+                                  dbeta, need_dx):
+    oh, ow = grad.shape[2:]
+    code = idx.astype(np.int64)
+    flat = ((2 * np.arange(oh)[:, None] + code // 2) * x.shape[3]
+            + 2 * np.arange(ow)[None, :] + code % 2)
+    # The full-size gradient and activation, nonzero at the winners only (where the gradient is).
+    dense_grad = maxpool2d_backward_np(grad, flat, x.shape)
+    dense_y = maxpool2d_backward_np(pooled, flat, x.shape)
+    return batchnorm_backward_np(dense_grad, x, dense_y, gamma, mean, invstd, act, slope, True,
+                                 dgamma, dbeta, need_dx)
 
 
 # ---------------------------------------------------------------------------------------- Numba kernels
@@ -375,6 +410,107 @@ def _backward_rows(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, dga
                     out[j] = k0[j] * (gj - ca[j] - ((xr[j] - hi[j]) - lo[j]) * inv[j] * cc[j])
 
 
+@njit(**OPTIONS)
+def _nan_last(v0, v1, v2, v3, best, k):
+    # The window's value and position under max_pool2d's rule when the window's sum is NaN: the
+    # last NaN if there is one (else the sum overflowed to inf - inf: keep the first maximum).
+    for t, v in enumerate((v0, v1, v2, v3)):
+        if v != v:
+            best, k = v, t
+    return best, k
+
+
+@compiled(parallel_min=_PAR)
+def _train_pool_planes(x3, x, yp, idx, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s):
+    # x (N, C, H, W) and x3, its (N, C, H*W) view; yp, idx (N, C, H // 2, W // 2). Thread owns
+    # channel c: yp[:, c], idx[:, c], mean[c], invstd[c], rmean[c], rvar[c].
+    n, nc, ns = x3.shape
+    oh, ow = yp.shape[2], yp.shape[3]
+    dt = x.dtype.type
+    zero = dt(0)
+    neg = dt(s)
+    for c in prange(nc):
+        sh = np.float64(x3[0, c, 0])
+        a1 = np.empty(min(ns, _SPAN), np.float64)
+        a2 = np.empty(min(ns, _SPAN), np.float64)
+        s1, s2 = _plane_sums(x3, c, sh, a1, a2)
+        _stats(s1, s2, sh, x3.size // nc, eps, c, mean, invstd, rmean, rvar, momentum)
+        hi = dt(mean[c])
+        lo = dt(mean[c] - hi)
+        a = dt(invstd[c]) * gamma[c]
+        b = beta[c]
+        rows = np.empty((2, x.shape[3]), x.dtype)  # two normalised rows at a time, in L1
+        ra, rb = rows[0], rows[1]
+        for i0 in range(n):
+            plane, yo, io = x[i0, c], yp[i0, c], idx[i0, c]
+            for i in range(oh):
+                _normalise(plane[2 * i], ra, hi, lo, a, b, neg)
+                _normalise(plane[2 * i + 1], rb, hi, lo, a, b, neg)
+                yrow, irow = yo[i], io[i]
+                for j in range(ow):
+                    q = 2 * j
+                    v0, v1, v2, v3 = ra[q], ra[q + 1], rb[q], rb[q + 1]
+                    # first strict maximum; a NaN in the window (seen in the sum: a NaN test per
+                    # compare made the loop 3x slower) sends it to PyTorch's rule, the last NaN wins
+                    best, k = v0, 0
+                    if v1 > best:
+                        best, k = v1, 1
+                    if v2 > best:
+                        best, k = v2, 2
+                    if v3 > best:
+                        best, k = v3, 3
+                    total = (v0 + v1) + (v2 + v3)
+                    if total != total:
+                        best, k = _nan_last(v0, v1, v2, v3, best, k)
+                    yrow[j] = best
+                    irow[j] = k
+
+
+@compiled(parallel_min=_PAR)
+def _backward_pool_planes(grad, idx, yp, x, gamma, mean, invstd, s, need_dx, dgamma, dbeta, dx):
+    # grad, idx, yp (N, C, OH, OW): the pooled gradient, winners and values; x, dx (N, C, H, W).
+    # Thread owns channel c: dx[:, c], dgamma[c], dbeta[c].
+    n, nc, h, w = x.shape
+    oh, ow = grad.shape[2], grad.shape[3]
+    m = x.size // nc
+    dt = x.dtype.type
+    zero = dt(0)
+    neg = dt(s)
+    for c in prange(nc):
+        hi = dt(mean[c])
+        lo = dt(mean[c] - hi)
+        inv = dt(invstd[c])
+        sg = 0.0
+        sgh = 0.0
+        for i0 in range(n):
+            plane, gp, yo, io = x[i0, c], grad[i0, c], yp[i0, c], idx[i0, c]
+            for i in range(oh):
+                for j in range(ow):
+                    k = io[i, j]
+                    g = gp[i, j] if yo[i, j] > zero else gp[i, j] * neg
+                    sg += np.float64(g)
+                    sgh += np.float64(g * (plane[2 * i + k // 2, 2 * j + k % 2] - hi))
+        sgx = invstd[c] * (sgh - np.float64(lo) * sg)
+        dgamma[c] += dgamma.dtype.type(sgx)
+        dbeta[c] += dbeta.dtype.type(sg)
+        if need_dx:
+            k0 = dt(gamma[c] * invstd[c])
+            ca = dt(sg / m)
+            cb = dt(sgx / m)
+            for i0 in range(n):
+                plane, out = x[i0, c], dx[i0, c]
+                for r in range(h):
+                    xr, orow = plane[r], out[r]
+                    for q in range(w):
+                        orow[q] = k0 * (zero - ca - ((xr[q] - hi) - lo) * inv * cb)
+                gp, yo, io = grad[i0, c], yp[i0, c], idx[i0, c]
+                for i in range(oh):
+                    for j in range(ow):
+                        k = io[i, j]
+                        g = gp[i, j] if yo[i, j] > zero else gp[i, j] * neg
+                        out[2 * i + k // 2, 2 * j + k % 2] += k0 * g
+
+
 # ------------------------------------------------------------------------------ public entry points
 
 def _planes(a):
@@ -432,6 +568,29 @@ def batchnorm_backward(grad, x, y, gamma, mean, invstd, act, slope, batch_stats,
     return dx if need_dx else None
 
 
+def batchnorm_maxpool_train_forward(x, gamma, beta, running_mean, running_var, momentum, eps, act,
+                                    slope):
+    n, nc, h, w = x.shape
+    y = np.empty((n, nc, h // 2, w // 2), x.dtype)
+    idx = np.empty(y.shape, np.uint8)
+    mean = np.empty(nc, np.float64)
+    invstd = np.empty(nc, np.float64)
+    _train_pool_planes(_planes(x), x, y, idx, gamma, beta, mean, invstd, running_mean,
+                       running_var, float(momentum), float(eps), negative_scale(act, slope))
+    return y, idx, mean, invstd
+
+
+def batchnorm_maxpool_backward(grad, idx, pooled, x, gamma, mean, invstd, act, slope, dgamma,
+                               dbeta, need_dx):
+    dx = np.empty_like(x) if need_dx else np.empty((1, 1, 1, 1), x.dtype)
+    _backward_pool_planes(grad, idx, pooled, x, gamma, mean, invstd, negative_scale(act, slope),
+                          bool(need_dx), dgamma, dbeta, dx)
+    return dx if need_dx else None
+
+
 register("batchnorm_train_forward", batchnorm_train_forward, batchnorm_train_forward_np)
 register("batchnorm_eval_forward", batchnorm_eval_forward, batchnorm_eval_forward_np)
 register("batchnorm_backward", batchnorm_backward, batchnorm_backward_np)
+register("batchnorm_maxpool_train_forward", batchnorm_maxpool_train_forward,
+         batchnorm_maxpool_train_forward_np)
+register("batchnorm_maxpool_backward", batchnorm_maxpool_backward, batchnorm_maxpool_backward_np)

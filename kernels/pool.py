@@ -183,9 +183,25 @@ def avgpool2d_forward(x, kernel_size, stride, padding):
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     y = np.empty((n_, c_, oh, ow), dtype=x.dtype)
     scale = x.dtype.type(1) / x.dtype.type(kh * kw)
+    zero = x.dtype.type(0)
     for t in prange(n_ * c_):
         n, c = t // c_, t % c_
         plane, yp = x[n, c], y[n, c]
+        if ph == 0 and pw == 0:
+            # No padding, so no window is clipped: sum whole output rows, one kernel tap at a time
+            # (a loop over j with a constant stride, instead of a loop per window).
+            for i in range(oh):
+                yrow = yp[i]
+                for j in range(ow):
+                    yrow[j] = zero
+                for ky in range(kh):
+                    xrow = plane[i * sh + ky]
+                    for kx in range(kw):
+                        for j in range(ow):
+                            yrow[j] += xrow[j * sw + kx]
+                for j in range(ow):
+                    yrow[j] *= scale
+            continue
         for i in range(oh):
             r0 = max(i * sh - ph, 0)
             r1 = min(i * sh - ph + kh, h)
@@ -212,6 +228,16 @@ def avgpool2d_backward(grad, x_shape, kernel_size, stride, padding):
     for t in prange(n_ * c_):
         n, c = t // c_, t % c_
         dp, gp = dx[n, c], grad[n, c]
+        if ph == 0 and pw == 0:
+            # No padding: spread whole rows of the gradient, one kernel tap at a time (as forward).
+            for i in range(oh):
+                grow = gp[i]
+                for ky in range(kh):
+                    drow = dp[i * sh + ky]
+                    for kx in range(kw):
+                        for j in range(ow):
+                            drow[j * sw + kx] += grow[j] * scale
+            continue
         for i in range(oh):
             r0 = max(i * sh - ph, 0)
             r1 = min(i * sh - ph + kh, h)

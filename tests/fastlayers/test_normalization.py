@@ -300,3 +300,65 @@ def test_backward_errors():
 def test_bad_constructor_arguments(cls, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         cls(**kwargs)
+
+
+# --------------------------------------------------- BatchNorm2d + ReLU + MaxPool2d(2), fused in training
+
+def _bn_pool(act=ReLU, dtype=np.float32, pool=2):
+    from fastlayers.pooling import MaxPool2d
+    layer = _random_affine(BatchNorm2d(3, dtype=dtype), seed=11)
+    return layer, Sequential(layer, act(), MaxPool2d(pool))
+
+
+def test_bn_relu_maxpool_is_fused_in_training_only():
+    layer, model = _bn_pool()
+    x = np.random.default_rng(12).standard_normal((4, 3, 6, 6)).astype(np.float32)
+    assert model(x).shape == (4, 3, 3, 3)
+    assert model._steps == [layer]              # one step: activation and pool folded in
+    model.eval()
+    assert model(x).shape == (4, 3, 3, 3)
+    assert model._steps == [layer, model[2]]    # eval: running statistics, the pool on its own
+    _, model3 = _bn_pool(pool=3)
+    model3(x)
+    assert len(model3._steps) == 2              # only 2x2 stride-2 pools fuse
+
+
+@pytest.mark.parametrize("act", [ReLU, lambda: LeakyReLU(0.1)])
+def test_gradcheck_bn_relu_maxpool(act):
+    _, model = _bn_pool(act, np.float64)
+    x = np.random.default_rng(13).standard_normal((3, 3, 4, 5))
+    result = gradcheck(model, x)
+    assert model._steps == [model[0]]
+    assert result.ok, result
+
+
+@pytest.mark.parametrize("shape", [(6, 3, 8, 8), (5, 3, 7, 5)])
+@pytest.mark.parametrize("act", ["relu", "leaky"])
+def test_bn_relu_maxpool_matches_torch_over_train_steps_then_eval(backend_name, shape, act):
+    torch = pytest.importorskip("torch")
+    from fastlayers.pooling import MaxPool2d
+    pair = {"relu": (ReLU, torch.nn.ReLU),
+            "leaky": (lambda: LeakyReLU(0.2), lambda: torch.nn.LeakyReLU(0.2))}[act]
+    torch, ours, theirs, model, tmodel = _torch_pair(BatchNorm2d, shape, 0.1, act=pair)
+    model.append(MaxPool2d(2))
+    tmodel.append(torch.nn.MaxPool2d(2))
+    rng = np.random.default_rng(14)
+    out_shape = shape[:2] + (shape[2] // 2, shape[3] // 2)
+    for train in (True, True, True, False):
+        x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+        _check_step(torch, ours, theirs, model, tmodel, x,
+                    rng.standard_normal(out_shape).astype(np.float32), train=train)
+
+
+def test_bn_relu_maxpool_bad_input_leaves_state_untouched():
+    layer, model = _bn_pool()
+    before = {k: np.copy(v) for k, v in layer.state_dict().items()}
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        model(np.zeros((4, 3, 1, 6), np.float32))       # the pool's own check, before any kernel
+    with pytest.raises(ValueError, match="channels"):
+        model(np.zeros((4, 2, 6, 6), np.float32))
+    for k, v in layer.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    model(np.ones((2, 3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"grad_output must have shape \(2, 3, 2, 2\)"):
+        model.backward(np.ones((2, 3, 4, 4), np.float32))
