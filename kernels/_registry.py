@@ -6,6 +6,7 @@ its kernels with :func:`kernel` (an ``@njit`` function) or :func:`register` (a P
 a BLAS GEMM followed by a fused compiled pass). :func:`backend` returns either set as a namespace.
 """
 import functools
+import pathlib
 import types
 import zlib
 
@@ -19,9 +20,11 @@ PARALLEL_MIN = 1 << 16
 # (and the twins) instead of a per-division check that raises, which blocks vectorisation (measured
 # 5x on the Adam update).
 OPTIONS = {"cache": True, "error_model": "numpy"}
-# Numba's cache index ignores compile options: a build renamed with a tag of them cannot load a
-# stale entry compiled under other options.
-_TAG = zlib.crc32(repr(sorted(OPTIONS.items())).encode()) & 0xFFFF
+# Numba's cache index ignores compile options, and it checks only the source file of the function
+# it caches, not the helpers inlined into it from kernels/_vmath.py. A build renamed with a tag of
+# both (the options and _vmath's source) cannot load a stale entry compiled under others.
+_VMATH = pathlib.Path(__file__).with_name("_vmath.py").read_bytes()
+_TAG = zlib.crc32(repr(sorted(OPTIONS.items())).encode() + _VMATH) & 0xFFFF
 
 _IMPLS = {"numba": {}, "numpy": {}}
 

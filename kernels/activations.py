@@ -9,12 +9,16 @@ outside the loop). Every backward works from the activation's *output* y, so a l
     SIGMOID     y = 1 / (1 + exp(-x)), computed from exp(-|x|) so it never overflows; dy/dx = y (1 - y)
     TANH        y = tanh(x)                        dy/dx = 1 - y^2
 
+The compiled sigmoid and tanh use kernels/_vmath.py's exp and tanh (arithmetic only, so their loops
+vectorise; Numba's np.exp/np.tanh are scalar calls into libm).
+
 Shapes: activation_forward/backward take x, y, grad of any shape (run on flat views);
 bias_act_forward and act_bias_backward take y, grad (N, D) and b (D,).
 """
 import numpy as np
 from numba import prange
 
+from kernels import _vmath
 from kernels._registry import compiled, register
 
 IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH = range(5)
@@ -79,11 +83,11 @@ def _act_flat(x, out, act, slope):
     elif act == SIGMOID:
         for i in prange(x.size):
             v = x[i]
-            e = np.exp(-abs(v))
-            out[i] = one / (one + e) if v >= zero else e / (one + e)
+            e = _vmath.exp(-abs(v))
+            out[i] = (one if v >= zero else e) / (one + e)     # one division: selected numerator
     elif act == TANH:
         for i in prange(x.size):
-            out[i] = np.tanh(x[i])
+            out[i] = _vmath.tanh(x[i])
     else:
         for i in prange(x.size):
             out[i] = x[i]

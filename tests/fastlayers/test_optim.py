@@ -114,12 +114,18 @@ def test_backends_agree_over_many_steps(cls, kw, dtype):
             opt = cls(m.parameters(), **kw)
             losses = train(m, opt, 20, dtype)
             results.append((losses, m.state_dict(), opt.state_dict()))
-    tol = dict(rtol=2e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(results[0][0], results[1][0], **tol)
+    # float32: the two backends round differently (exp, FMA, summation order) and 20 steps of
+    # RMSprop amplify that, so absolute tolerance scales with each array's magnitude.
+    rtol, atol = (2e-4, 1e-5) if dtype == np.float32 else (1e-10, 1e-12)
+
+    def close(a, b, name=""):
+        scale = max(1.0, float(np.abs(b).max())) if np.size(b) else 1.0
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol * scale, err_msg=name)
+    close(results[0][0], results[1][0])
     for k in results[0][1]:
-        np.testing.assert_allclose(results[0][1][k], results[1][1][k], **tol, err_msg=k)
+        close(results[0][1][k], results[1][1][k], k)
     for k in results[0][2]:
-        np.testing.assert_allclose(results[0][2][k], results[1][2][k], **tol, err_msg=k)
+        close(results[0][2][k], results[1][2][k], k)
     assert results[0][0][-1] < results[0][0][0]          # it learns
 
 

@@ -1,0 +1,237 @@
+"""exp, log, log1p and tanh in arithmetic only, so that the loops calling them vectorise.
+
+Numba compiles ``np.exp`` and friends to calls into the C maths library (there is no SVML here): a
+loop that makes such a call runs one element at a time, while NumPy's own float32 exp/log are SIMD.
+The functions below use only +, -, *, /, comparisons, selects and bit reinterpretation (``.view``),
+which LLVM's loop vectoriser turns into 8 float32 (4 float64) lanes of AVX2 when a kernel calls them
+inside a loop. ``exp(x)`` etc. work in the precision of their argument (float32 or float64; the
+typed builds are ``exp32``, ``exp64``, ...), with one algorithm for both: the precisions differ only
+in their constants (:func:`_format`).
+
+exp(x)    Cody-Waite reduction: n = round(x log2 e) (by adding and subtracting 1.5 * 2^mantissa, no
+          int conversion), r = x - n ln2_hi - n ln2_lo (exact: ln2_hi has trailing zero bits), so
+          |r| <= ln2/2; e^r = 1 + (r + r^2 P(r)) (float32: the Cephes expf minimax polynomial;
+          float64: Taylor to r^13); then times 2^n, built from the integer bits that the rounding
+          left in the mantissa of the shifted value, applied as two factors 2^(n//2) and
+          2^(n - n//2) so that results in the subnormal range round once and overflow gives inf.
+          x is clamped to [exp_lo, exp_hi] first (beyond which exp is 0 or inf); NaN passes through.
+log(x)    x = 2^k m with m in [sqrt(1/2), sqrt 2) (integer ops on the bits; subnormals are scaled
+          up first), f = m - 1, s = f / (2 + f): log(m) = f - f^2/2 + s (f^2/2 + R(s^2)), R a minimax
+          polynomial (musl's logf/log); plus k ln2_hi + k ln2_lo. 0 -> -inf, < 0 -> NaN, inf -> inf.
+log1p(x)  log(u) + (x - (u - 1)) / u with u = 1 + x: the second term restores what the rounding of
+          1 + x lost (Goldberg's correction); u == 1 returns x itself.
+tanh(x)   |x| < 0.625: x + x z P(z) / Q(z), z = x^2 (Cephes tanhf / tanh); otherwise
+          sign(x) (1 - 2 / (exp(2|x|) + 1)).
+sum64(a)  the float64 sum of an array in eight running sums (a reduction loop that vectorises).
+
+Accuracy (tests/kernels/test_vmath.py, dense grids and the special values): at most 1 ulp from the
+correctly rounded result in float32, 1 ulp (exp, log, log1p) and 2 ulp (tanh) from NumPy in
+float64; NumPy's own float32 exp and log are up to 2 and 4 ulp from the correctly rounded result.
+0, -0, +-inf and NaN give NumPy's results, and so do the overflow/underflow thresholds.
+
+Every function is ``@njit(inline="always")``: Numba pastes its code into the caller, so the
+vectoriser sees one loop body (left to LLVM's inliner, tanh64 with its exp stayed a call and its
+loop ran scalar). Conditionals are :func:`_select` (branch-free, which is what the vectoriser needs,
+and which keeps Numba's inliner from warning when a function is inlined twice into one caller).
+``error_model="numpy"``: a division by zero gives inf/nan instead of a check that blocks
+vectorisation. A kernel must still call them in a loop that can vectorise: arrays indexed with the
+loop index, no float reduction carried through the loop (Numba does not reassociate float sums;
+write the values to an array and use :func:`sum64`). Numba's on-disk cache does not notice a change
+in this file by itself: kernels/_registry.py puts a hash of it into every build's name.
+"""
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+_JIT = {"error_model": "numpy"}
+
+
+def _format(ftype, itype, mantissa, exp_lo, exp_hi, exp_poly, log_poly, tanh_p, tanh_q, ln2_hi,
+            ln2_lo):
+    """The constants of one floating-point format, as NumPy scalars of that format (Numba freezes
+    the closure variables of :func:`_build` into the compiled code as constants of that type)."""
+    f, i = ftype, itype
+    return dict(
+        F=f, I=i,
+        log2e=f(1.4426950408889634),
+        ln2_hi=f(ln2_hi),                                # ln 2 = ln2_hi + ln2_lo
+        ln2_lo=f(ln2_lo),
+        exp_lo=f(exp_lo), exp_hi=f(exp_hi),
+        round_magic=f(1.5 * 2.0 ** mantissa),            # x + this rounds x to an integer n ...
+        round_bits=f(1.5 * 2.0 ** mantissa).view(i),     # ... leaving these bits plus n
+        mantissa=i(mantissa),
+        bias=i(2 ** (np.dtype(f).itemsize * 8 - mantissa - 2) - 1),         # 127 / 1023
+        mant_mask=i(2 ** mantissa - 1),
+        tanh_small=f(0.625),
+        tanh_p=tuple(f(c) for c in tanh_p),
+        tanh_q=tuple(f(c) for c in tanh_q),
+        tiny=np.finfo(f).tiny,                           # the smallest normal number
+        subnormal_scale=f(2.0 ** mantissa),
+        one_bits=f(1).view(i),
+        sqrt_half_bits=f(np.sqrt(0.5)).view(i),
+        exp_poly=tuple(f(c) for c in exp_poly),          # highest degree first
+        log_poly=tuple(f(c) for c in log_poly),
+    )
+
+
+_F32 = _format(
+    np.float32, np.int32, 23,
+    exp_lo=-104.0, exp_hi=89.0,          # e^-104 < half the smallest subnormal; e^89 > max float32
+    # Cephes expf: e^r = 1 + r + r^2 P(r) on |r| <= ln2/2.
+    exp_poly=(1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+              1.6666665459e-1, 5.0000001201e-1),
+    # musl logf: R(z) = z (Lg1 + Lg2 z + Lg3 z^2 + Lg4 z^3).
+    log_poly=(0.24279078841, 0.28498786688, 0.40000972152, 0.66666662693),
+    # Cephes tanhf (a polynomial: Q = 1).
+    tanh_p=(-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+            -3.33332819422e-1),
+    tanh_q=(1.0,),
+    ln2_hi=0.693359375,                  # 9 significant bits: n ln2_hi is exact for |n| < 2^15
+    ln2_lo=-2.12194440e-4,
+)
+
+_F64 = _format(
+    np.float64, np.int64, 52,
+    exp_lo=-746.0, exp_hi=710.0,
+    exp_poly=tuple(1.0 / np.prod(np.arange(1.0, k + 1)) for k in range(13, 1, -1)),  # 1/13! .. 1/2!
+    # musl log: Lg1 .. Lg7.
+    log_poly=(1.479819860511658591e-01, 1.531383769920937332e-01, 1.818357216161805012e-01,
+              2.222219843214978396e-01, 2.857142874366239149e-01, 3.999999999940941908e-01,
+              6.666666666666735130e-01),
+    # Cephes tanh: P(z) / Q(z), Q monic.
+    tanh_p=(-9.64399179425052238628e-1, -9.92877231001918586564e1, -1.61468768441708447952e3),
+    tanh_q=(1.0, 1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3),
+    ln2_hi=6.93147180369123816490e-01,   # fdlibm's: 32 significant bits
+    ln2_lo=1.90821492927058770002e-10,
+)
+
+
+@intrinsic
+def _select(typingctx, cond, a, b):
+    """``a if cond else b`` as one LLVM select: straight-line code, no branch for the vectoriser
+    to flatten (and none for Numba's inliner to rename)."""
+    if not isinstance(cond, types.Boolean) or a != b:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(*args)
+    return a(cond, a, b), codegen
+
+
+@njit(**_JIT)
+def _poly(x, c):
+    """Horner: c[0] x^(m-1) + ... + c[m-1] for a tuple c of m constants (a small function, which
+    LLVM inlines and unrolls; inline="always" would rename its loop variable on every inlining)."""
+    p = c[0]
+    for k in range(1, len(c)):
+        p = p * x + c[k]
+    return p
+
+
+def _build(F, I, log2e, ln2_hi, ln2_lo, exp_lo, exp_hi, round_magic, round_bits, mantissa, bias,
+           mant_mask, tanh_small, tiny, subnormal_scale, one_bits, sqrt_half_bits, exp_poly, log_poly,
+           tanh_p, tanh_q):
+    """exp, log, log1p, tanh for one format (the algorithms of the module docstring)."""
+    zero, one, two, half, inf, nan = F(0), F(1), F(2), F(0.5), F(np.inf), F(np.nan)
+
+    @njit(inline="always", **_JIT)
+    def exp(x):
+        xc = _select(x > exp_hi, exp_hi, x)              # NaN compares false: it passes through
+        xc = _select(xc < exp_lo, exp_lo, xc)
+        t = xc * log2e + round_magic
+        n = t - round_magic                              # round(x log2 e)
+        r = (xc - n * ln2_hi) - n * ln2_lo
+        p = one + (r + r * r * _poly(r, exp_poly))       # e^r
+        k = F(t).view(I) - round_bits                    # n as an integer
+        k1 = k >> 1
+        s1 = I((k1 + bias) << mantissa).view(F)          # 2^(n//2)
+        s2 = I((k - k1 + bias) << mantissa).view(F)      # 2^(n - n//2)
+        return p * s1 * s2
+
+    @njit(inline="always", **_JIT)
+    def log(x):
+        sub = x < tiny
+        xs = _select(sub, x * subnormal_scale, x)
+        bits = I(F(xs).view(I) + (one_bits - sqrt_half_bits))
+        k = F((bits >> mantissa) - bias) - _select(sub, F(mantissa), zero)    # the exponent
+        m = I((bits & mant_mask) + sqrt_half_bits).view(F)    # in [sqrt(1/2), sqrt 2)
+        f = m - one
+        s = f / (two + f)
+        z = s * s
+        hfsq = half * f * f
+        r = s * (hfsq + z * _poly(z, log_poly)) + k * ln2_lo - hfsq + f + k * ln2_hi
+        special = _select((x != x) | (x == inf), x, _select(x == 0, -inf, nan))
+        return _select((x > 0) & (x < inf), r, special)
+
+    @njit(inline="always", **_JIT)
+    def log1p(x):
+        u = one + x
+        lu = log(u)
+        r = lu + (x - (u - one)) / u                     # Goldberg's correction
+        r = _select((u == inf) | (u == 0), lu, r)        # log(u) is +-inf: no correction
+        return _select(u == one, x, r)                   # |x| below half an ulp of 1, and -0
+
+    @njit(inline="always", **_JIT)
+    def tanh(x):
+        # Both branches have the form base + num / den: select the three, then divide once.
+        a = abs(x)
+        z = x * x
+        small = a < tanh_small
+        base = _select(small, x, one)
+        num = _select(small, x * z * _poly(z, tanh_p), -two)
+        den = _select(small, _poly(z, tanh_q), exp(a + a) + one)  # exp overflows to inf: 1
+        r = base + num / den
+        r = _select(small | (x > 0), r, -r)
+        return _select(a == 0, x, r)                     # keeps the sign of -0
+
+    return exp, log, log1p, tanh
+
+
+exp32, log32, log1p32, tanh32 = _build(**_F32)
+exp64, log64, log1p64, tanh64 = _build(**_F64)
+
+
+def _generic(name, f32, f64):
+    """A function ``name(x)`` for jitted code that runs ``f32`` on float32 and ``f64`` on float64
+    (and NumPy's own function when called from Python)."""
+    stub = getattr(np, name)
+
+    def generic(x):
+        return stub(x)
+    generic.__name__ = generic.__qualname__ = name
+
+    @overload(generic, jit_options=_JIT, inline="always")
+    def _typed(x):
+        if x == types.float32:
+            return lambda x: f32(x)
+        if x == types.float64:
+            return lambda x: f64(x)
+        return None
+    return generic
+
+
+@njit(inline="always", **_JIT)
+def sum64(a):
+    """The sum of a 1-d array, in float64. A single running float sum is a chain of dependent adds
+    that Numba will not reorder (no fastmath), so its loop cannot vectorise: eight running sums
+    (element i goes to sum i % 8) can, as two 4-lane vector adds per eight elements."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    n8 = a.size - a.size % 8
+    for i in range(0, n8, 8):
+        s0 += a[i]
+        s1 += a[i + 1]
+        s2 += a[i + 2]
+        s3 += a[i + 3]
+        s4 += a[i + 4]
+        s5 += a[i + 5]
+        s6 += a[i + 6]
+        s7 += a[i + 7]
+    for i in range(n8, a.size):
+        s0 += a[i]
+    return ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7))
+
+
+exp = _generic("exp", exp32, exp64)
+log = _generic("log", log32, log64)
+log1p = _generic("log1p", log1p32, log1p64)
+tanh = _generic("tanh", tanh32, tanh64)
