@@ -82,12 +82,19 @@ def nll_forward_np(logp, labels, reduction, need_grad):
 # cancellation for t in [0, 1], plus log1p(exp(-|x|)) > 0).
 
 @njit(inline="always", error_model="numpy")
-def _mse_chunk(p, t, scale, g):
+def _mse_chunk(p, t, scale, g, need_grad):
+    # the cheapest kind: without need_grad the loop skips the gradient store (the others are
+    # bound by their exp/log and compute theirs into scratch)
     loss = np.empty(p.size, np.float64)
-    for i in range(p.size):
-        d = np.float64(p[i]) - np.float64(t[i])
-        loss[i] = d * d
-        g[i] = 2.0 * d * scale
+    if need_grad:
+        for i in range(p.size):
+            d = np.float64(p[i]) - np.float64(t[i])
+            loss[i] = d * d
+            g[i] = 2.0 * d * scale
+    else:
+        for i in range(p.size):
+            d = np.float64(p[i]) - np.float64(t[i])
+            loss[i] = d * d
     return _vmath.sum64(loss)
 
 
@@ -126,7 +133,7 @@ def _pointwise(p, t, kind, scale, need_grad, g, partial):
         hi = min(n, lo + CHUNK)
         gk = g[lo:hi] if need_grad else np.empty(hi - lo, p.dtype)
         if kind == MSE:
-            partial[k] = _mse_chunk(p[lo:hi], t[lo:hi], scale, gk)
+            partial[k] = _mse_chunk(p[lo:hi], t[lo:hi], scale, gk, need_grad)
         elif kind == BCE:
             partial[k] = _bce_chunk(p[lo:hi], t[lo:hi], scale, gk)
         else:
