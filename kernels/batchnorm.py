@@ -246,21 +246,51 @@ def _stats(s1, s2, shift, m, eps, c, mean, invstd, rmean, rvar, momentum):
         rvar[c] = (1.0 - momentum) * rvar[c] + momentum * unbiased
 
 
+@njit(**OPTIONS)
+def _plane_stats(x, c, eps, mean, invstd, rmean, rvar, momentum):
+    # Channel c's batch statistics over x (N, C, S): _plane_sums shifted by its first value, then
+    # _stats (mean, invstd and the running statistics of channel c).
+    ns = x.shape[2]
+    sh = np.float64(x[0, c, 0])
+    a1 = np.empty(min(ns, _SPAN), np.float64)
+    a2 = np.empty(min(ns, _SPAN), np.float64)
+    s1, s2 = _plane_sums(x, c, sh, a1, a2)
+    _stats(s1, s2, sh, x.size // x.shape[1], eps, c, mean, invstd, rmean, rvar, momentum)
+
+
+@njit(**OPTIONS)
+def _affine(x, c, mean, invstd, gamma):
+    # Channel c's float64 mean split into hi + lo in x's dtype (see the header), and the scale
+    # a = invstd * gamma: the constants of _normalise.
+    dt = x.dtype.type
+    hi = dt(mean[c])
+    return hi, dt(mean[c] - hi), dt(invstd[c]) * gamma[c]
+
+
+@njit(**OPTIONS)
+def _grad_coeffs(x, c, sg, sgh, lo, gamma, invstd, batch_stats, dgamma, dbeta):
+    # From channel c's sums sg = sum(g') and sgh = sum(g' (x - hi)): accumulates dgamma[c] and
+    # dbeta[c], and returns the input-gradient constants (k0, ca, cb) of the header's formula.
+    # sum(g' xhat) = invstd (sgh - lo sg): the sums pass saves a multiply per value.
+    dt = x.dtype.type
+    m = x.size // x.shape[1]
+    sgx = invstd[c] * (sgh - np.float64(lo) * sg)
+    dgamma[c] += dgamma.dtype.type(sgx)
+    dbeta[c] += dbeta.dtype.type(sg)
+    k0 = dt(gamma[c] * invstd[c])
+    ca = dt(sg / m) if batch_stats else dt(0)
+    cb = dt(sgx / m) if batch_stats else dt(0)
+    return k0, ca, cb
+
+
 @compiled(parallel_min=_PAR)
 def _train_planes(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s):
     # x, y: (N, C, S). Thread owns channel c: y[:, c], mean[c], invstd[c], rmean[c], rvar[c].
-    n, nc, ns = x.shape
-    m = x.size // nc
+    n, nc, _ = x.shape
     dt = x.dtype.type
     for c in prange(nc):
-        sh = np.float64(x[0, c, 0])
-        a1 = np.empty(min(ns, _SPAN), np.float64)
-        a2 = np.empty(min(ns, _SPAN), np.float64)
-        s1, s2 = _plane_sums(x, c, sh, a1, a2)
-        _stats(s1, s2, sh, m, eps, c, mean, invstd, rmean, rvar, momentum)
-        hi = dt(mean[c])
-        lo = dt(mean[c] - hi)
-        a = dt(invstd[c]) * gamma[c]
+        _plane_stats(x, c, eps, mean, invstd, rmean, rvar, momentum)
+        hi, lo, a = _affine(x, c, mean, invstd, gamma)
         for i in range(n):
             _normalise(x[i, c], y[i, c], hi, lo, a, beta[c], dt(s))
 
@@ -311,9 +341,7 @@ def _eval_planes(x, y, gamma, beta, mean, invstd, s):
     n, nc, _ = x.shape
     dt = x.dtype.type
     for c in prange(nc):
-        hi = dt(mean[c])
-        lo = dt(mean[c] - hi)
-        a = dt(invstd[c]) * gamma[c]
+        hi, lo, a = _affine(x, c, mean, invstd, gamma)
         for i in range(n):
             _normalise(x[i, c], y[i, c], hi, lo, a, beta[c], dt(s))
 
@@ -334,25 +362,17 @@ def _eval_rows(x, y, hi, lo, a, b, s):
 @compiled(parallel_min=_PAR)
 def _backward_planes(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, dgamma, dbeta, dx):
     # grad, x, y, dx: (N, C, S). Thread owns channel c: dx[:, c], dgamma[c], dbeta[c].
-    # sum(g * xhat) = invstd * (sum(g * (x - hi)) - lo * sum(g)), one multiply less per value.
     n, nc, ns = x.shape
-    m = x.size // nc
     dt = x.dtype.type
     neg = dt(s)
     for c in prange(nc):
-        hi = dt(mean[c])
-        lo = dt(mean[c] - hi)
+        hi, lo, _ = _affine(x, c, mean, invstd, gamma)
         inv = dt(invstd[c])
         a1 = np.empty(min(ns, _SPAN), np.float64)
         a2 = np.empty(min(ns, _SPAN), np.float64)
         sg, sgh = _plane_grad_sums(grad, y, x, c, hi, neg, a1, a2)
-        sgx = invstd[c] * (sgh - np.float64(lo) * sg)
-        dgamma[c] += dgamma.dtype.type(sgx)
-        dbeta[c] += dbeta.dtype.type(sg)
+        k0, ca, cb = _grad_coeffs(x, c, sg, sgh, lo, gamma, invstd, batch_stats, dgamma, dbeta)
         if need_dx:
-            k0 = dt(gamma[c] * invstd[c])
-            ca = dt(sg / m) if batch_stats else dt(0)
-            cb = dt(sgx / m) if batch_stats else dt(0)
             for i in range(n):
                 _input_grad(grad[i, c], y[i, c], x[i, c], dx[i, c], hi, lo, inv, k0, ca, cb, neg)
 
@@ -424,20 +444,12 @@ def _nan_last(v0, v1, v2, v3, best, k):
 def _train_pool_planes(x3, x, yp, idx, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s):
     # x (N, C, H, W) and x3, its (N, C, H*W) view; yp, idx (N, C, H // 2, W // 2). Thread owns
     # channel c: yp[:, c], idx[:, c], mean[c], invstd[c], rmean[c], rvar[c].
-    n, nc, ns = x3.shape
+    n, nc = x.shape[0], x.shape[1]
     oh, ow = yp.shape[2], yp.shape[3]
-    dt = x.dtype.type
-    zero = dt(0)
-    neg = dt(s)
+    neg = x.dtype.type(s)
     for c in prange(nc):
-        sh = np.float64(x3[0, c, 0])
-        a1 = np.empty(min(ns, _SPAN), np.float64)
-        a2 = np.empty(min(ns, _SPAN), np.float64)
-        s1, s2 = _plane_sums(x3, c, sh, a1, a2)
-        _stats(s1, s2, sh, x3.size // nc, eps, c, mean, invstd, rmean, rvar, momentum)
-        hi = dt(mean[c])
-        lo = dt(mean[c] - hi)
-        a = dt(invstd[c]) * gamma[c]
+        _plane_stats(x3, c, eps, mean, invstd, rmean, rvar, momentum)
+        hi, lo, a = _affine(x, c, mean, invstd, gamma)
         b = beta[c]
         rows = np.empty((2, x.shape[3]), x.dtype)  # two normalised rows at a time, in L1
         ra, rb = rows[0], rows[1]
@@ -472,13 +484,11 @@ def _backward_pool_planes(grad, idx, yp, x, gamma, mean, invstd, s, need_dx, dga
     # Thread owns channel c: dx[:, c], dgamma[c], dbeta[c].
     n, nc, h, w = x.shape
     oh, ow = grad.shape[2], grad.shape[3]
-    m = x.size // nc
     dt = x.dtype.type
     zero = dt(0)
     neg = dt(s)
     for c in prange(nc):
-        hi = dt(mean[c])
-        lo = dt(mean[c] - hi)
+        hi, lo, _ = _affine(x, c, mean, invstd, gamma)
         inv = dt(invstd[c])
         sg = 0.0
         sgh = 0.0
@@ -490,13 +500,8 @@ def _backward_pool_planes(grad, idx, yp, x, gamma, mean, invstd, s, need_dx, dga
                     g = gp[i, j] if yo[i, j] > zero else gp[i, j] * neg
                     sg += np.float64(g)
                     sgh += np.float64(g * (plane[2 * i + k // 2, 2 * j + k % 2] - hi))
-        sgx = invstd[c] * (sgh - np.float64(lo) * sg)
-        dgamma[c] += dgamma.dtype.type(sgx)
-        dbeta[c] += dbeta.dtype.type(sg)
+        k0, ca, cb = _grad_coeffs(x, c, sg, sgh, lo, gamma, invstd, True, dgamma, dbeta)
         if need_dx:
-            k0 = dt(gamma[c] * invstd[c])
-            ca = dt(sg / m)
-            cb = dt(sgx / m)
             for i0 in range(n):
                 plane, out = x[i0, c], dx[i0, c]
                 for r in range(h):
