@@ -15,6 +15,7 @@ PyTorch-style modules with an explicit backward::
     model.backward(loss_fn.backward())
     opt.step()
 """
+import kernels  # noqa: F401  (first: its thread defaults must precede NumPy's OpenBLAS loading)
 from fastlayers.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from fastlayers.backend import get_backend, set_backend, use_backend
 from fastlayers.conv import Conv2d, SimpleConv
@@ -29,7 +30,7 @@ from fastlayers.normalization import BatchNorm, BatchNorm1d, BatchNorm2d
 from fastlayers.optim import SGD, Adam, Momentum, NAdam, Nadam, Optimizer, RMSprop
 from fastlayers.pooling import AvgPool2d, MaxPool2d
 from fastlayers.random import manual_seed
-from fastlayers.runtime import get_num_threads, keep_freed_memory, set_num_threads
+from fastlayers.runtime import get_blas_threads, get_num_threads, keep_freed_memory, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,7 @@ __all__ = [
     "Dropout2d",
     "Flatten",
     "get_backend",
+    "get_blas_threads",
     "get_num_threads",
     "gradcheck",
     "Identity",

@@ -131,7 +131,8 @@ def _environment(args):
     import fastlayers as fl
     env = {"python": platform.python_version(), "numpy": np.__version__,
            "numba": numba.__version__, "fastlayers": fl.__version__, "machine": platform.machine(),
-           "cpus": os.cpu_count(), "threads": fl.get_num_threads(), "backend": args.backend}
+           "cpus": os.cpu_count(), "threads": fl.get_num_threads(),
+           "blas_threads": fl.get_blas_threads(), "backend": args.backend}
     if args.compare_torch:
         import torch
         env.update(torch=torch.__version__, torch_threads=torch.get_num_threads())

@@ -3,11 +3,14 @@
 fastlayers' own kernels run on Numba's thread pool; its GEMMs run in BLAS (OpenBLAS in NumPy/SciPy
 wheels). Both pools busy-wait by default, and on a machine with few cores they starve each other: a
 (64, 784) x (784, 128) GEMM measured 0.7 ms with one BLAS thread and 73 ms with two while another
-process was busy. At the sizes of these models a second BLAS thread gains nothing, so importing
-fastlayers limits BLAS to one thread (process-wide, for NumPy and SciPy alike) and gives the threads
-to Numba's kernels, which decide per call whether a parallel launch pays. ``kernels/__init__.py``
-also makes idle OpenMP workers sleep (``OMP_WAIT_POLICY=PASSIVE``) unless the environment says
-otherwise.
+process was busy. ``kernels/__init__.py`` therefore makes idle workers of both pools sleep
+(``OMP_WAIT_POLICY=PASSIVE``, ``OPENBLAS_THREAD_TIMEOUT=4``) unless the environment says otherwise.
+With sleeping workers the pools take turns, and BLAS gets as many threads as the kernels: on the
+2-CPU VM the 784-512-256-128-10 training step went from 5.4 to 4.1 ms (medians, interleaved with
+PyTorch's step on two threads). OpenBLAS reads its variable when its library loads, so when NumPy
+was imported before fastlayers (and the variable was not in the environment), its workers keep
+busy-waiting and BLAS stays on one thread (``kernels.BLAS_WORKERS_SLEEP`` says which case holds).
+Numba's kernels decide per call whether a parallel launch pays.
 
 Memory: glibc serves allocations above its mmap threshold (128 KiB to 32 MiB, adaptive) with fresh
 pages from the kernel and returns them on free, so every large activation array of every step pays
@@ -20,22 +23,37 @@ import ctypes.util
 import sys
 
 import numba
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import kernels
 
 _BLAS = {"limiter": None}
 
 
-def set_num_threads(n=None, blas_threads=1):
+def set_num_threads(n=None, blas_threads=None):
     """Use ``n`` threads for the compiled kernels (default: all Numba was started with) and
-    ``blas_threads`` for BLAS (``None`` leaves BLAS as it is)."""
+    ``blas_threads`` for BLAS (default: ``n`` when idle BLAS workers sleep, else 1; see the module
+    docstring)."""
     limit = numba.config.NUMBA_NUM_THREADS
     if n is None:
         n = limit
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
-        raise ValueError(f"threads must be an integer in [1, {limit}] (NUMBA_NUM_THREADS), got {n!r}")
+    _check_threads("threads", n, limit)
+    if blas_threads is None:
+        blas_threads = n if kernels.BLAS_WORKERS_SLEEP else 1
+    _check_threads("blas_threads", blas_threads, None)
     numba.set_num_threads(n)
-    if blas_threads is not None:
-        _BLAS["limiter"] = threadpool_limits(limits=blas_threads, user_api="blas")
+    _BLAS["limiter"] = threadpool_limits(limits=blas_threads, user_api="blas")
+
+
+def _check_threads(name, n, limit):
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or (limit is not None and n > limit):
+        bound = f"in [1, {limit}] (NUMBA_NUM_THREADS)" if limit is not None else ">= 1"
+        raise ValueError(f"{name} must be an integer {bound}, got {n!r}")
+
+
+def get_blas_threads():
+    """The number of threads BLAS (NumPy's and SciPy's OpenBLAS) uses (None: no BLAS found)."""
+    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=None)
 
 
 def get_num_threads():

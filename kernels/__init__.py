@@ -9,8 +9,16 @@ workers and OpenBLAS's workers both busy-wait by default and on a small machine 
 (a GEMM followed by a parallel kernel ran 10x slower). Sleeping workers cost a few microseconds per
 parallel launch instead, which is why small kernels run serially (see ``_registry.PARALLEL_MIN``).
 The variables are only defaults: set them in the environment to override.
+
+OpenBLAS reads its variable once, when its library loads (with NumPy, or with ``scipy.linalg``).
+:data:`BLAS_WORKERS_SLEEP` records whether that happened after the default was set here (or the
+user set the variable), so that ``fastlayers.runtime`` gives BLAS more than one thread only then.
 """
 import os
+import sys
+
+BLAS_WORKERS_SLEEP = ("OPENBLAS_THREAD_TIMEOUT" in os.environ
+                      or not any(m in sys.modules for m in ("numpy", "scipy.linalg")))
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")

@@ -6,7 +6,7 @@ Every family benchmark is parameterised over ``impl``: ``"numba"`` (the compiled
 
 Threads are settled here, once, before anything is timed: importing kernels makes idle OpenMP
 workers sleep (OMP_WAIT_POLICY=PASSIVE, set before Numba or OpenBLAS load); :func:`settle` imports
-fastlayers, which gives Numba its threads and limits BLAS to one thread (fastlayers/runtime.py);
+fastlayers, which gives Numba and BLAS the same threads (fastlayers/runtime.py);
 torch gets as many threads as Numba.
 
 Fork safety: asv's forkserver (asv.conf.json) imports the suite once and forks a process per
@@ -196,5 +196,11 @@ def speedup(factory, *key, rounds=15):
 def env_summary():
     """One line naming the thread settings, for scripts that print results."""
     return (f"numba threads {NUM_THREADS} ({numba.config.THREADING_LAYER}), "
-            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, BLAS threads limited by "
-            f"fastlayers' runtime settings, numpy {np.__version__}, numba {numba.__version__}")
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, BLAS threads {_blas_threads()}, "
+            f"numpy {np.__version__}, numba {numba.__version__}")
+
+
+def _blas_threads():
+    settle()
+    import fastlayers
+    return fastlayers.get_blas_threads()
