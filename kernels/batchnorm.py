@@ -52,11 +52,13 @@ from kernels.pool import maxpool2d_backward_np, maxpool2d_forward_np
 FUSED_ACTS = (IDENTITY, RELU, LEAKY_RELU)
 _BLOCK = 64  # channels per thread-owned block in the parallel (N, C) kernels
 _SPAN = 512  # plane positions summed at once by the (N, C, S) kernels (float64 accumulators)
-# Parallel from 2^20 elements. Measured on this machine (2 logical CPUs, about one core of
-# throughput, shared): at (128, 512) the serial build was faster; at (128, 32, 14, 14) the two were
-# about even when the machine was quiet, and the parallel build 2-4x slower when co-tenants kept
-# the other CPU busy. Lower this on a machine with real cores.
-_PAR = 1 << 20
+# Parallel from 2^18 elements. Measured on this machine (2 logical CPUs, shared), medians of
+# interleaved calls: at (128, 32, 14, 14) the parallel build took 0.45 ms forward and 0.76 ms backward
+# against 0.79 and 1.37 serial, at (128, 16, 14, 14) 0.28 / 0.40 against 0.38 / 0.63. An earlier
+# session saw the two about even, and the parallel build 2-4x slower while co-tenants kept the other
+# CPU busy: ``fl.set_num_threads(1)`` is the way to run serially on such a machine. At (128, 512)
+# (65k elements) the serial build is faster.
+_PAR = 1 << 18
 
 
 def negative_scale(act, slope):
@@ -478,7 +480,8 @@ def _train_pool_planes(x3, x, yp, idx, gamma, beta, mean, invstd, rmean, rvar, m
                     irow[j] = k
 
 
-@compiled(parallel_min=_PAR)
+# The first argument is the pooled gradient, a quarter of the input the work scales with.
+@compiled(parallel_min=_PAR // 4)
 def _backward_pool_planes(grad, idx, yp, x, gamma, mean, invstd, s, need_dx, dgamma, dbeta, dx):
     # grad, idx, yp (N, C, OH, OW): the pooled gradient, winners and values; x, dx (N, C, H, W).
     # Thread owns channel c: dx[:, c], dgamma[c], dbeta[c].
