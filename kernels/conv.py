@@ -40,6 +40,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from kernels import _vmath
 from kernels._registry import compiled, register
 
 
@@ -354,24 +355,23 @@ def _im2col_s1(x, ph, pw, n0, cols, kh, kw, dh, dwl, wp, lw):
 def _grad_rows(grad, n0, rows, wp, db, has_bias):
     # rows (O, nb*lw), lw = OH*Wp: rows[o, b lw + i Wp + j] = grad[n0 + b, o, i, j] for j < OW, zero
     # for OW <= j < Wp (the flattened-plane grid of _im2col_s1). Also db[o] += the sum of those
-    # gradients, in float64. Thread owns output channel o: row o of rows and db[o].
+    # gradients, in float64 (summed from the gathered row: its zeros add nothing). Thread owns
+    # output channel o: row o of rows and db[o].
     o_, oh, ow = grad.shape[1], grad.shape[2], grad.shape[3]
     lw = oh * wp
     nb = rows.shape[1] // lw
     zero = rows.dtype.type(0)
     for o in prange(o_):
-        total = 0.0
         for b in range(nb):
             for i in range(oh):
                 src = grad[n0 + b, o, i]
                 dst = rows[o, b * lw + i * wp:b * lw + (i + 1) * wp]
                 for j in range(ow):
                     dst[j] = src[j]
-                    total += src[j]
                 for j in range(ow, wp):
                     dst[j] = zero
         if has_bias:
-            db[o] += total
+            db[o] += _vmath.sum64(rows[o])
 
 
 @compiled(parallel_min=1 << 12)
