@@ -375,23 +375,22 @@ def _grad_rows(grad, n0, rows, wp, db, has_bias):
 
 
 @compiled(parallel_min=1 << 12)
-def _wgrad_direct_s1(grad, x, ph, pw, dw_, db, has_bias, dh, dwl):
+def _wgrad_direct_s1(grad, xq, wp, dw_, db, has_bias, dh, dwl):
     # Stride-1 weight gradient for few input taps (C*KH*KW small, e.g. a first layer on 1 channel,
-    # where the GEMM below is too skinny to pay; see DIRECT_WGRAD_MAX_BYTES). grad (N, O, OH, OW); x (N, C, H, W) unpadded;
+    # where the GEMM below is too skinny to pay; see DIRECT_WGRAD_MAX_BYTES). grad (N, O, OH, OW);
+    # xq (N, C, Hp*Wp + _VEC): the padded input planes, flattened, with a zero tail (_padded_flat);
     # accumulates into dw_ (O, C, KH, KW) and db (O,).
     # Thread owns output channel o: writes dw_[o] and db[o] only. Per sample it lays the gradient
-    # on the flattened padded grid and pads each input plane in its own buffers, then keeps one
-    # partial-sum row per tap, updated elementwise (a vectorised loop) and summed once at the end:
-    # Numba does not vectorise a float reduction without fastmath.
+    # on the flattened padded grid in its own buffer, then keeps one partial-sum row per tap,
+    # updated elementwise (a vectorised loop over whole vectors, see _VEC) and summed once at the
+    # end: Numba does not vectorise a float reduction without fastmath.
     n_, o_, oh, ow = grad.shape
-    c_, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    c_ = xq.shape[1]
     kh, kw = dw_.shape[2], dw_.shape[3]
-    hp, wp = h + 2 * ph, wd + 2 * pw
-    length = (oh - 1) * wp + ow
+    length = ((oh - 1) * wp + ow + _VEC - 1) // _VEC * _VEC
     for o in prange(o_):
         part = np.zeros((c_, kh * kw, length), dtype=dw_.dtype)
         g = np.zeros(length, dtype=dw_.dtype)
-        plane = np.zeros(hp * wp, dtype=dw_.dtype)
         bias_total = 0.0
         for n in range(n_):
             for i in range(oh):
@@ -399,13 +398,10 @@ def _wgrad_direct_s1(grad, x, ph, pw, dw_, db, has_bias, dh, dwl):
                 dst = g[i * wp:i * wp + ow]
                 for j in range(ow):
                     dst[j] = src[j]
-                    bias_total += src[j]
+            if has_bias:
+                bias_total += _vmath.sum64(g)
             for c in range(c_):
-                for r in range(h):
-                    src = x[n, c, r]
-                    dst = plane[(r + ph) * wp + pw:(r + ph) * wp + pw + wd]
-                    for q in range(wd):
-                        dst[q] = src[q]
+                plane = xq[n, c]
                 if kh == 3 and kw == 3:
                     # literal range(3): LLVM unrolls ky, the three partial rows get constant row
                     # indices and the loop vectorises (with range(kh) it ran 3x slower)
@@ -433,11 +429,7 @@ def _wgrad_direct_s1(grad, x, ph, pw, dw_, db, has_bias, dh, dwl):
         for c in range(c_):
             for ky in range(kh):
                 for kx in range(kw):
-                    p = part[c, ky * kw + kx]
-                    total = 0.0
-                    for j in range(length):
-                        total += p[j]
-                    dw_[o, c, ky, kx] += total
+                    dw_[o, c, ky, kx] += _vmath.sum64(part[c, ky * kw + kx])
         if has_bias:
             db[o] += bias_total
 
@@ -467,6 +459,15 @@ def _wgrad_gemm(grad, x, dw, db, padding, dilation):
         _im2col_s1(x, padding[0], padding[1], n0, cview, kh, kw, dilation[0], dilation[1], wp, lw)
         _grad_rows(grad, n0, rview, wp, dbuf, has_bias)
         dw2 += rview @ cview.T
+
+
+def _padded_flat(x, ph, pw):
+    """x zero-padded by (ph, pw), each plane flattened and followed by _VEC zeros: (N, C, Hp*Wp + _VEC)."""
+    n, c, h, wd = x.shape
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    xq = np.zeros((n, c, hp * wp + _VEC), x.dtype)
+    xq[:, :, :hp * wp].reshape(n, c, hp, wp)[:, :, ph:ph + h, pw:pw + wd] = x
+    return xq
 
 
 def _padded(x, ph, pw):
@@ -544,7 +545,8 @@ def conv2d_backward_weight(grad, x, stride, padding, dilation, dw, db):
         if x.shape[1] * dw.shape[2] * dw.shape[3] * length * x.itemsize <= DIRECT_WGRAD_MAX_BYTES:
             has_bias = db is not None
             dbuf = db if has_bias else np.zeros(dw.shape[0], dw.dtype)
-            _wgrad_direct_s1(grad, x, padding[0], padding[1], dw, dbuf, has_bias, *dilation)
+            _wgrad_direct_s1(grad, _padded_flat(x, *padding), x.shape[3] + 2 * padding[1], dw, dbuf,
+                             has_bias, *dilation)
         else:
             _wgrad_gemm(grad, x, dw, db, padding, dilation)
         return
