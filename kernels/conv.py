@@ -436,7 +436,7 @@ def _wgrad_direct_s1(grad, xq, wp, dw_, db, has_bias, dh, dwl):
 
 def _wgrad_gemm(grad, x, dw, db, padding, dilation):
     """Stride-1 weight gradient as BLAS GEMMs over chunks of samples: dw (O, C*KH*KW) += rows @
-    cols.T, rows and cols gathered by the two compiled kernels above (BLAS runs outside any prange).
+    cols.T (computed as its transpose), rows and cols gathered by the two compiled kernels above (BLAS runs outside any prange).
     Measured 2x faster than a direct loop, which must load and store a partial sum per multiply-add
     (Numba does not vectorise a float reduction without fastmath)."""
     n, o, oh, ow = grad.shape
@@ -445,7 +445,7 @@ def _wgrad_gemm(grad, x, dw, db, padding, dilation):
     kh, kw = dw.shape[2:]
     lw = oh * wp
     ck = c * kh * kw
-    nb = int(max(1, min(n, (2 << 20) // (4 * ck * lw))))      # about 2 MB of columns per chunk
+    nb = int(max(1, min(n, (4 << 20) // (4 * ck * lw))))      # about 4 MB of columns per chunk
     cols = np.empty((ck, nb * lw), x.dtype)
     rows = np.empty((o, nb * lw), x.dtype)
     has_bias = db is not None
@@ -458,7 +458,7 @@ def _wgrad_gemm(grad, x, dw, db, padding, dilation):
             cview, rview = np.ascontiguousarray(cview), np.ascontiguousarray(rview)
         _im2col_s1(x, padding[0], padding[1], n0, cview, kh, kw, dilation[0], dilation[1], wp, lw)
         _grad_rows(grad, n0, rview, wp, dbuf, has_bias)
-        dw2 += rview @ cview.T
+        dw2.T[...] += cview @ rview.T    # (C*KH*KW, O): measured 5% faster than rows @ cols.T
 
 
 def _padded_flat(x, ph, pw):
