@@ -47,7 +47,7 @@ def _renamed(func, suffix):
     return copy
 
 
-def compiled(parallel_min=PARALLEL_MIN):
+def compiled(parallel_min=PARALLEL_MIN, contract=False):
     """Compile an ``@njit`` kernel twice from one source, serial and parallel.
 
     The parallel build runs ``prange`` loops on Numba's threads; in the serial build ``prange`` acts
@@ -55,10 +55,16 @@ def compiled(parallel_min=PARALLEL_MIN):
     ``dispatch.parallel_min`` elements (``None``: always serial); ``dispatch.runs_parallel(size)``
     tells which build a call of that size gets. Both builds stay reachable as ``.serial`` and
     ``.parallel`` on the returned dispatcher.
+
+    ``contract=True`` lets LLVM fuse a multiply and an add into one FMA instruction (the only fast-
+    math flag used: one rounding instead of two, NaN and inf semantics unchanged). It is for
+    kernels bound by multiply-adds, such as the direct convolution (measured 15% faster).
     """
     def decorate(func):
-        serial = njit(**OPTIONS)(_renamed(func, f"__serial_{_TAG}"))
-        parallel = njit(parallel=True, **OPTIONS)(_renamed(func, f"__parallel_{_TAG}"))
+        opts = dict(OPTIONS, fastmath={"contract"}) if contract else OPTIONS
+        tag = f"{_TAG}{'c' if contract else ''}"
+        serial = njit(**opts)(_renamed(func, f"__serial_{tag}"))
+        parallel = njit(parallel=True, **opts)(_renamed(func, f"__parallel_{tag}"))
 
         @functools.wraps(func)
         def dispatch(*args):

@@ -34,6 +34,8 @@ How the compiled path is fast (NOTES.md: a direct kernel beats im2col + BLAS for
   then stays in cache for every output channel (no padded copy of the batch is written).
 - The plane loop runs over a whole number of 8-float vectors (see _VEC): LLVM does not vectorise a
   loop's remainder, and at 14x14 that remainder cost 17%.
+- The direct loops are compiled with FMA contraction (``compiled(contract=True)``): a multiply-add
+  is one instruction with one rounding; measured 13% faster on the forward kernel.
 - Other strides take a plain direct-loop general path (forward and weight gradient).
 """
 import numba
@@ -168,7 +170,7 @@ def _upsample_pad_into(g, gp, top, left, sh, sw):
 _VEC = 8
 
 
-@compiled(parallel_min=1 << 12)
+@compiled(parallel_min=1 << 12, contract=True)
 def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw, nchunk):
     # Valid, stride-1 correlation of x placed at (top, left) in a zero (Hp, Wp) frame (top/left may
     # be negative: x is then cropped). x (N, C, H, W); w4 (O4, C, KH, KW), O4 = O rounded up to a
@@ -265,7 +267,7 @@ def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw, nchunk):
                             row[j] = part[j]
 
 
-@compiled(parallel_min=1 << 14)
+@compiled(parallel_min=1 << 14, contract=True)
 def _conv_general(xp, w, b, has_bias, y, sh, sw, dh, dw):
     # Any stride, already padded input. xp (N, C, Hp, Wp), w (O, C, KH, KW), y (N, O, OH, OW).
     # Thread owns plane (n, o) of y.
@@ -289,7 +291,7 @@ def _conv_general(xp, w, b, has_bias, y, sh, sw, dh, dw):
                             row[j] += wv * xrow[start + j * sw]
 
 
-@compiled(parallel_min=1 << 14)
+@compiled(parallel_min=1 << 14, contract=True)
 def _wgrad_general(grad, xp, dw_, db, has_bias, sh, sw, dh, dwl):
     # Any stride. grad (N, O, OH, OW), xp (N, C, Hp, Wp) padded input; accumulates into dw_, db.
     # Thread owns the pair (o, c): writes dw_[o, c] only (and db[o] when c == 0).
@@ -374,7 +376,7 @@ def _grad_rows(grad, n0, rows, wp, db, has_bias):
             db[o] += _vmath.sum64(rows[o])
 
 
-@compiled(parallel_min=1 << 12)
+@compiled(parallel_min=1 << 12, contract=True)
 def _wgrad_direct_s1(grad, xq, wp, dw_, db, has_bias, dh, dwl):
     # Stride-1 weight gradient for few input taps (C*KH*KW small, e.g. a first layer on 1 channel,
     # where the GEMM below is too skinny to pay; see DIRECT_WGRAD_MAX_BYTES). grad (N, O, OH, OW);
