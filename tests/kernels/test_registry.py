@@ -158,3 +158,26 @@ def test_softmax_rows_do_not_depend_on_thread_count():
     finally:
         numba.set_num_threads(saved)
     np.testing.assert_array_equal(one, many)
+
+
+def _mul_add(a, b, c, out):
+    for i in numba.prange(a.size):
+        out[i] = a[i] * b[i] + c[i]
+
+
+_mul_add_plain = _registry.compiled(parallel_min=None)(_mul_add)
+_mul_add_fma = _registry.compiled(parallel_min=None, contract=True)(_mul_add)
+
+
+def test_contract_is_opt_in_and_named_apart():
+    # x*x = 1 + 2^-11 + 2^-24 needs 25 bits: rounded to float32 it loses 2^-24, which a fused
+    # multiply-add keeps. Without contract= the product is always rounded (every other kernel's
+    # results stay as they were); with it the sum may be fused (it is wherever the CPU has FMA).
+    x = np.full(4, 1 + 2.0 ** -12, np.float32)
+    c = np.full(4, -(1 + 2.0 ** -11), np.float32)
+    plain, fused = np.empty_like(x), np.empty_like(x)
+    _mul_add_plain(x, x, c, plain)
+    _mul_add_fma(x, x, c, fused)
+    np.testing.assert_array_equal(plain, 0)
+    assert set(fused.tolist()) <= {0.0, 2.0 ** -24}
+    assert _mul_add_plain.serial.py_func.__qualname__ != _mul_add_fma.serial.py_func.__qualname__
