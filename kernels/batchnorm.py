@@ -461,23 +461,30 @@ def _train_pool_planes(x3, x, yp, idx, gamma, beta, mean, invstd, rmean, rvar, m
                 _normalise(plane[2 * i], ra, hi, lo, a, b, neg)
                 _normalise(plane[2 * i + 1], rb, hi, lo, a, b, neg)
                 yrow, irow = yo[i], io[i]
+                # first strict maximum, as selects (the loop vectorises); a window with a NaN
+                # (seen in its sum) is counted, and the row is then redone under PyTorch's rule
+                nans = 0
                 for j in range(ow):
                     q = 2 * j
                     v0, v1, v2, v3 = ra[q], ra[q + 1], rb[q], rb[q + 1]
-                    # first strict maximum; a NaN in the window (seen in the sum: a NaN test per
-                    # compare made the loop 3x slower) sends it to PyTorch's rule, the last NaN wins
-                    best, k = v0, 0
-                    if v1 > best:
-                        best, k = v1, 1
-                    if v2 > best:
-                        best, k = v2, 2
-                    if v3 > best:
-                        best, k = v3, 3
+                    m01 = v1 > v0
+                    b01 = v1 if m01 else v0
+                    k01 = 1 if m01 else 0
+                    m2 = v2 > b01
+                    b2 = v2 if m2 else b01
+                    k2 = 2 if m2 else k01
+                    m3 = v3 > b2
+                    yrow[j] = v3 if m3 else b2
+                    irow[j] = 3 if m3 else k2
                     total = (v0 + v1) + (v2 + v3)
-                    if total != total:
-                        best, k = _nan_last(v0, v1, v2, v3, best, k)
-                    yrow[j] = best
-                    irow[j] = k
+                    nans += total != total
+                if nans:
+                    for j in range(ow):
+                        q = 2 * j
+                        v0, v1, v2, v3 = ra[q], ra[q + 1], rb[q], rb[q + 1]
+                        total = (v0 + v1) + (v2 + v3)
+                        if total != total:
+                            yrow[j], irow[j] = _nan_last(v0, v1, v2, v3, yrow[j], irow[j])
 
 
 # The first argument is the pooled gradient, a quarter of the input the work scales with.
