@@ -23,6 +23,8 @@ log1p(x)  log(u) + (x - (u - 1)) / u with u = 1 + x: the second term restores wh
 tanh(x)   |x| < 0.625: x + x z P(z) / Q(z), z = x^2 (Cephes tanhf / tanh); otherwise
           sign(x) (1 - 2 / (exp(2|x|) + 1)).
 sum64(a)  the float64 sum of an array in eight running sums (a reduction loop that vectorises).
+leaky(z, s), leaky_grad(g, y, s): ReLU / LeakyReLU / identity as one select, with PyTorch's
+          results for NaN and -inf (shared by the activation and batch-norm kernels).
 
 Accuracy (tests/kernels/test_vmath.py, dense grids and the special values): at most 1 ulp from the
 correctly rounded result in float32, 1 ulp (exp, log, log1p) and 2 ulp (tanh) from NumPy in
@@ -229,6 +231,22 @@ def sum64(a):
     for i in range(n8, a.size):
         s0 += a[i]
     return ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7))
+
+
+@njit(inline="always", **_JIT)
+def leaky(z, s):
+    """The piecewise-linear activations as PyTorch computes them, s = 0 for ReLU, the slope for
+    LeakyReLU, 1 for the identity (s of z's type): z where z > 0 or z is NaN, else z * s; ReLU gives
+    0 for every z <= 0, -inf included (where z * 0 would be NaN)."""
+    return _select(z <= 0, _select(s == 0, s, z * s), z)
+
+
+@njit(inline="always", **_JIT)
+def leaky_grad(g, y, s):
+    """The gradient through :func:`leaky` from its output y, as PyTorch's backward functions: ReLU
+    (s == 0) passes g unless y <= 0 (a NaN output passes it, threshold_backward's rule); otherwise
+    g where y > 0, else g * s (leaky_relu_backward's rule)."""
+    return _select(_select(s == 0, not (y <= 0), y > 0), g, _select(s == 0, s, g * s))
 
 
 exp = _generic("exp", exp32, exp64)

@@ -4,8 +4,11 @@ An activation is named by an integer code so one kernel serves all of them (the 
 outside the loop). Every backward works from the activation's *output* y, so a layer caches y only:
 
     IDENTITY    y = x                              dy/dx = 1
-    RELU        y = max(x, 0)                      dy/dx = [y > 0]
+    RELU        y = max(x, 0)                      dy/dx = 0 if y <= 0 else 1
     LEAKY_RELU  y = x if x > 0 else slope * x      dy/dx = 1 if y > 0 else slope   (needs slope > 0)
+
+ReLU and LeakyReLU follow PyTorch at NaN and -inf too (NaN passes through both; relu(-inf) = 0; a
+NaN output passes the gradient under ReLU and scales it by slope under LeakyReLU): _vmath.leaky.
     SIGMOID     y = 1 / (1 + exp(-x)), computed from exp(-|x|) so it never overflows; dy/dx = y (1 - y)
     TANH        y = tanh(x)                        dy/dx = 1 - y^2
 
@@ -41,7 +44,7 @@ def activation_forward_np(x, act, slope):
 
 def activation_backward_np(grad, y, act, slope):
     if act == RELU:
-        return np.where(y > 0, grad, grad.dtype.type(0))
+        return np.where(y <= 0, grad.dtype.type(0), grad)  # a NaN output passes grad, as in PyTorch
     if act == LEAKY_RELU:
         return np.where(y > 0, grad, grad * grad.dtype.type(slope))
     if act == SIGMOID:
@@ -72,14 +75,10 @@ def _act_flat(x, out, act, slope):
     one = x.dtype.type(1)
     zero = x.dtype.type(0)
     s = x.dtype.type(slope)
-    if act == RELU:
+    if act == RELU or act == LEAKY_RELU:
+        sv = zero if act == RELU else s
         for i in prange(x.size):
-            v = x[i]
-            out[i] = v if v > zero else zero
-    elif act == LEAKY_RELU:
-        for i in prange(x.size):
-            v = x[i]
-            out[i] = v if v > zero else v * s
+            out[i] = _vmath.leaky(x[i], sv)
     elif act == SIGMOID:
         for i in prange(x.size):
             v = x[i]
@@ -99,12 +98,10 @@ def _act_grad_flat(grad, y, out, act, slope):
     one = grad.dtype.type(1)
     zero = grad.dtype.type(0)
     s = grad.dtype.type(slope)
-    if act == RELU:
+    if act == RELU or act == LEAKY_RELU:
+        sv = zero if act == RELU else s
         for i in prange(grad.size):
-            out[i] = grad[i] if y[i] > zero else zero
-    elif act == LEAKY_RELU:
-        for i in prange(grad.size):
-            out[i] = grad[i] if y[i] > zero else grad[i] * s
+            out[i] = _vmath.leaky_grad(grad[i], y[i], sv)
     elif act == SIGMOID:
         for i in prange(grad.size):
             out[i] = grad[i] * y[i] * (one - y[i])

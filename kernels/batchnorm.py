@@ -18,7 +18,8 @@ Per channel c, over its M = N*S values:
 
 act is a code from kernels.activations: IDENTITY, RELU or LEAKY_RELU (the layer runs the other
 codes through the separate activation kernels). All three are "y = z if z > 0 else z * s" with
-s = 1, 0 and slope, so one branch-free select serves them, and act'(y) is 1 if y > 0 else s.
+s = 1, 0 and slope, so one branch-free select serves them (_vmath.leaky, which also gives PyTorch's
+results at NaN and -inf), and act'(y) is 1 if y > 0 else s (_vmath.leaky_grad).
 
 Numerics: the statistics are sums in float64 of d = x - shift, shift being the channel's first
 value, in one pass (the shifted-data algorithm: close to the mean, so S2/M - (S1/M)^2 does not
@@ -45,6 +46,7 @@ per-channel accumulators (which vectorise across channels), a thread owning a bl
 import numpy as np
 from numba import njit, prange
 
+from kernels import _vmath
 from kernels._registry import OPTIONS, compiled, register
 from kernels.activations import IDENTITY, LEAKY_RELU, RELU
 from kernels.pool import maxpool2d_backward_np, maxpool2d_forward_np
@@ -89,7 +91,9 @@ def _affine_act_np(x, mean, invstd, gamma, beta, s):
     hi, lo = _split(mean, x.dtype)
     xhat = ((x - hi.reshape(shape)) - lo.reshape(shape)) * invstd.astype(x.dtype).reshape(shape)
     z = xhat * gamma.reshape(shape) + beta.reshape(shape)
-    return np.where(z > 0, z, z * dt(s))  # NaN stays NaN under ReLU, as in the kernel and PyTorch
+    if s == 0:  # ReLU: NaN stays NaN and -inf gives 0, as in PyTorch
+        return np.where(z <= 0, dt(0), z)
+    return np.where(z > 0, z, z * dt(s))
 
 
 def _update_running_np(running_mean, running_var, mean, var, m, momentum):
@@ -121,7 +125,10 @@ def batchnorm_backward_np(grad, x, y, gamma, mean, invstd, act, slope, batch_sta
     axes, shape = _channels(x)
     dt = x.dtype.type
     s = negative_scale(act, slope)
-    g = grad if s == 1.0 else np.where(y > 0, grad, grad * dt(s) if s != 0 else dt(0))
+    if s == 0:  # ReLU: a NaN output passes the gradient, as PyTorch's threshold_backward
+        g = np.where(y <= 0, dt(0), grad)
+    else:
+        g = grad if s == 1.0 else np.where(y > 0, grad, grad * dt(s))
     hi, lo = _split(mean, x.dtype)
     inv = invstd.astype(x.dtype).reshape(shape)
     xhat = ((x - hi.reshape(shape)) - lo.reshape(shape)) * inv
@@ -194,7 +201,6 @@ def _plane_sums(x, c, sh, a1, a2):
 def _plane_grad_sums(grad, y, x, c, hi, s, a1, a2):
     # sum(g') and sum(g' * (x - hi)) over channel c, g' = grad * act'(y); vertical as _plane_sums.
     n, _, ns = x.shape
-    zero = x.dtype.type(0)
     sg = 0.0
     sgh = 0.0
     for k0 in range(0, ns, a1.size):
@@ -208,7 +214,7 @@ def _plane_grad_sums(grad, y, x, c, hi, s, a1, a2):
             yr = y[i, c, k0:k1]
             p = x[i, c, k0:k1]
             for k in range(g.size):
-                gk = g[k] if yr[k] > zero else g[k] * s
+                gk = _vmath.leaky_grad(g[k], yr[k], s)
                 b1[k] += np.float64(gk)
                 b2[k] += np.float64(gk * (p[k] - hi))
         for k in range(b1.size):
@@ -220,18 +226,16 @@ def _plane_grad_sums(grad, y, x, c, hi, s, a1, a2):
 @njit(**OPTIONS)
 def _normalise(p, o, hi, lo, a, b, s):
     # o = act(((p - hi) - lo) * a + b) over a contiguous vector; s: see the header.
-    zero = p.dtype.type(0)
     for k in range(p.size):
         z = ((p[k] - hi) - lo) * a + b
-        o[k] = z if z > zero else z * s
+        o[k] = _vmath.leaky(z, s)
 
 
 @njit(**OPTIONS)
 def _input_grad(g, y, p, o, hi, lo, inv, k0, ca, cb, s):
     # o = k0 * (g' - ca - xhat * cb) over a contiguous vector (ca = cb = 0: running statistics).
-    zero = g.dtype.type(0)
     for k in range(g.size):
-        gk = g[k] if y[k] > zero else g[k] * s
+        gk = _vmath.leaky_grad(g[k], y[k], s)
         o[k] = k0 * (gk - ca - ((p[k] - hi) - lo) * inv * cb)
 
 
@@ -303,7 +307,6 @@ def _train_rows(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s, 
     # rmean and rvar. Rows are walked in order; the accumulators are the block's own arrays.
     n, nc = x.shape
     dt = x.dtype.type
-    zero = dt(0)
     neg = dt(s)
     for cb in prange((nc + width - 1) // width):
         j0 = cb * width
@@ -334,7 +337,7 @@ def _train_rows(x, y, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s, 
             out = y[i, j0:j1]
             for j in range(w):
                 z = ((row[j] - hi[j]) - lo[j]) * a[j] + b[j]
-                out[j] = z if z > zero else z * neg
+                out[j] = _vmath.leaky(z, neg)
 
 
 @compiled(parallel_min=_PAR)
@@ -351,14 +354,13 @@ def _eval_planes(x, y, gamma, beta, mean, invstd, s):
 @compiled(parallel_min=_PAR)
 def _eval_rows(x, y, hi, lo, a, b, s):
     # x, y: (N, C); hi, lo, a, b: (C,) x's dtype. Thread owns row i of y.
-    zero = x.dtype.type(0)
     neg = x.dtype.type(s)
     for i in prange(x.shape[0]):
         row = x[i]
         out = y[i]
         for j in range(row.size):
             z = ((row[j] - hi[j]) - lo[j]) * a[j] + b[j]
-            out[j] = z if z > zero else z * neg
+            out[j] = _vmath.leaky(z, neg)
 
 
 @compiled(parallel_min=_PAR)
@@ -386,7 +388,6 @@ def _backward_rows(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, dga
     # dgamma and dbeta; the accumulators are the block's own arrays.
     n, nc = x.shape
     dt = x.dtype.type
-    zero = dt(0)
     neg = dt(s)
     for cb in prange((nc + width - 1) // width):
         j0 = cb * width
@@ -406,7 +407,7 @@ def _backward_rows(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, dga
             yr = y[i, j0:j1]
             xr = x[i, j0:j1]
             for j in range(w):
-                gj = gr[j] if yr[j] > zero else gr[j] * neg
+                gj = _vmath.leaky_grad(gr[j], yr[j], neg)
                 a1[j] += np.float64(gj)
                 a2[j] += np.float64(gj * (xr[j] - hi[j]))
         k0 = np.empty(w, x.dtype)
@@ -428,7 +429,7 @@ def _backward_rows(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, dga
                 xr = x[i, j0:j1]
                 out = dx[i, j0:j1]
                 for j in range(w):
-                    gj = gr[j] if yr[j] > zero else gr[j] * neg
+                    gj = _vmath.leaky_grad(gr[j], yr[j], neg)
                     out[j] = k0[j] * (gj - ca[j] - ((xr[j] - hi[j]) - lo[j]) * inv[j] * cc[j])
 
 
@@ -507,7 +508,7 @@ def _backward_pool_planes(grad, idx, yp, x, gamma, mean, invstd, s, need_dx, dga
             for i in range(oh):
                 for j in range(ow):
                     k = io[i, j]
-                    g = gp[i, j] if yo[i, j] > zero else gp[i, j] * neg
+                    g = _vmath.leaky_grad(gp[i, j], yo[i, j], neg)
                     sg += np.float64(g)
                     sgh += np.float64(g * (plane[2 * i + k // 2, 2 * j + k % 2] - hi))
         k0, ca, cb = _grad_coeffs(x, c, sg, sgh, lo, gamma, invstd, True, dgamma, dbeta)
@@ -522,7 +523,7 @@ def _backward_pool_planes(grad, idx, yp, x, gamma, mean, invstd, s, need_dx, dga
                 for i in range(oh):
                     for j in range(ow):
                         k = io[i, j]
-                        g = gp[i, j] if yo[i, j] > zero else gp[i, j] * neg
+                        g = _vmath.leaky_grad(gp[i, j], yo[i, j], neg)
                         out[2 * i + k // 2, 2 * j + k % 2] += k0 * g
 
 

@@ -39,7 +39,7 @@ def _windows_np(x, kernel_size, stride, padding, fill):
 
 
 def maxpool2d_forward_np(x, kernel_size, stride, padding):
-    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    (_, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     win, oh, ow = _windows_np(x, kernel_size, stride, padding, -np.inf)
     valid = _windows_np(np.ones((1, 1) + x.shape[2:], bool), kernel_size, stride, padding, False)[0]
     # PyTorch's scan keeps the first maximum over the real inputs (so an all -inf window points at

@@ -100,6 +100,49 @@ def test_fused_linear_activation(backend_name, dtype, act):
     compare_module(m, torch_copy(m, dtype), rnd((8, 5), dtype, 3), dtype, backend_name)
 
 
+SPECIAL = [-np.inf, np.nan, np.inf, -2.0, -0.0, 0.0, 3.0, np.nan]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["ReLU", "LeakyReLU"])
+def test_piecewise_linear_at_nan_and_inf(backend_name, build, dtype, act):
+    # PyTorch: NaN passes through, relu(-inf) = 0; backward: a NaN output passes the gradient under
+    # ReLU (threshold_backward) and scales it by the slope under LeakyReLU (leaky_relu_backward).
+    x = np.array([SPECIAL] * 3, dtype)
+    g = np.arange(1, x.size + 1, dtype=dtype).reshape(x.shape)
+    m = ACTS[act]()
+    y = m(x)
+    dx = m.backward(g)
+    xt = T(x, grad=True)
+    yt = torch_copy(m, dtype)(xt)
+    yt.backward(T(g))
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(dx, xt.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_relu_eval_at_nan_and_inf(backend_name, build, dtype):
+    # the fused normalise + ReLU pass: -inf must give 0 (z * 0 would be NaN), NaN stays NaN
+    c = len(SPECIAL)
+    bn = fl.BatchNorm1d(c, dtype=dtype)
+    bn.weight.data[...] = np.linspace(-1.5, 2.0, c)   # a negative scale turns -inf into +inf
+    bn.bias.data[...] = np.linspace(-0.5, 0.5, c)
+    bn.running_mean[...] = np.linspace(-1.0, 1.0, c)
+    bn.running_var[...] = np.linspace(0.5, 2.0, c)
+    theirs = nn.Sequential(nn.BatchNorm1d(c, dtype=TORCH_DTYPE[dtype]), nn.ReLU()).eval()
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            getattr(theirs[0], name).copy_(T(getattr(bn, name).data))
+        theirs[0].running_mean.copy_(T(bn.running_mean))
+        theirs[0].running_var.copy_(T(bn.running_var))
+    m = fl.Sequential(bn, fl.ReLU())
+    m.eval()
+    x = np.array([SPECIAL, SPECIAL[::-1]], dtype)
+    y = m(x)
+    assert np.any(y == 0) and np.any(np.isnan(y)) and np.any(np.isinf(y))
+    np.testing.assert_allclose(y, theirs(T(x)).detach().numpy(), rtol=1e-6, equal_nan=True)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cls", [fl.Softmax, fl.LogSoftmax])
 @pytest.mark.parametrize("dim", [0, 1, -1])
