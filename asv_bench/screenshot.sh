@@ -5,7 +5,7 @@
 #
 #   cd asv_bench && asv publish && ./screenshot.sh [URL-HASH] [OUT.png]
 #
-# URL-HASH picks the page (default: the sigmoid forward at 128x512, numba/numpy/torch by commit);
+# URL-HASH picks the page (default: the conv forward at 128x16x14x14 -> 32, numba/numpy/torch by commit);
 # "" gives the index. Needs chromium (apt-get install -y chromium); as root it runs --no-sandbox.
 #
 # asv's pages load jQuery, flot, bootstrap, ... from CDNs. Offline, the pages are served from a copy
@@ -39,7 +39,7 @@ if [ "${1-}" = "--fetch-js" ]; then
     echo "asv's JavaScript dependencies in $jsdir"
     exit 0
 fi
-hash="${1-bench_activations.Activations.time_forward?p-activation='sigmoid'&p-shape='128x512%20(x4%20calls)'&y-axis-scale=log}"
+hash="${1-bench_conv.Conv2d.time_forward?p-shape='128x16x14x14%20-%3E%2032'}"
 out="${2:-$here/dashboard.png}"
 size="${WINDOW_SIZE:-1400,900}"
 budget="${VIRTUAL_TIME_BUDGET:-20000}"   # ms of page time for the scripts and graphs to finish
