@@ -58,7 +58,7 @@ def compiled(parallel_min=PARALLEL_MIN, contract=False):
 
     ``contract=True`` lets LLVM fuse a multiply and an add into one FMA instruction (the only fast-
     math flag used: one rounding instead of two, NaN and inf semantics unchanged). It is for
-    kernels bound by multiply-adds, such as the direct convolution (measured 15% faster).
+    kernels bound by multiply-adds, such as the direct convolution (its forward measured 13% faster).
     """
     def decorate(func):
         opts = dict(OPTIONS, fastmath={"contract"}) if contract else OPTIONS

@@ -6,11 +6,11 @@ outside the loop). Every backward works from the activation's *output* y, so a l
     IDENTITY    y = x                              dy/dx = 1
     RELU        y = max(x, 0)                      dy/dx = 0 if y <= 0 else 1
     LEAKY_RELU  y = x if x > 0 else slope * x      dy/dx = 1 if y > 0 else slope   (needs slope > 0)
+    SIGMOID     y = 1 / (1 + exp(-x)), computed from exp(-|x|) so it never overflows; dy/dx = y (1 - y)
+    TANH        y = tanh(x)                        dy/dx = 1 - y^2
 
 ReLU and LeakyReLU follow PyTorch at NaN and -inf too (NaN passes through both; relu(-inf) = 0; a
 NaN output passes the gradient under ReLU and scales it by slope under LeakyReLU): _vmath.leaky.
-    SIGMOID     y = 1 / (1 + exp(-x)), computed from exp(-|x|) so it never overflows; dy/dx = y (1 - y)
-    TANH        y = tanh(x)                        dy/dx = 1 - y^2
 
 The compiled sigmoid and tanh use kernels/_vmath.py's exp and tanh (arithmetic only, so their loops
 vectorise; Numba's np.exp/np.tanh are scalar calls into libm).

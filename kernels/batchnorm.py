@@ -462,7 +462,7 @@ def _train_pool_planes(x3, x, yp, idx, gamma, beta, mean, invstd, rmean, rvar, m
                 _normalise(plane[2 * i], ra, hi, lo, a, b, neg)
                 _normalise(plane[2 * i + 1], rb, hi, lo, a, b, neg)
                 yrow, irow = yo[i], io[i]
-                # first strict maximum, as selects (the loop vectorises); a window with a NaN
+                # first strict maximum, as selects (no branch in the loop); a window with a NaN
                 # (seen in its sum) is counted, and the row is then redone under PyTorch's rule
                 nans = 0
                 for j in range(ow):

@@ -438,7 +438,8 @@ def _wgrad_direct_s1(grad, xq, wp, dw_, db, has_bias, dh, dwl):
 
 def _wgrad_gemm(grad, x, dw, db, padding, dilation):
     """Stride-1 weight gradient as BLAS GEMMs over chunks of samples: dw (O, C*KH*KW) += rows @
-    cols.T (computed as its transpose), rows and cols gathered by the two compiled kernels above (BLAS runs outside any prange).
+    cols.T (computed as its transpose), rows and cols gathered by the two compiled kernels above
+    (BLAS runs outside any prange).
     Measured 2x faster than a direct loop, which must load and store a partial sum per multiply-add
     (Numba does not vectorise a float reduction without fastmath)."""
     n, o, oh, ow = grad.shape
@@ -464,7 +465,8 @@ def _wgrad_gemm(grad, x, dw, db, padding, dilation):
 
 
 def _padded_flat(x, ph, pw):
-    """x zero-padded by (ph, pw), each plane flattened and followed by _VEC zeros: (N, C, Hp*Wp + _VEC)."""
+    """x zero-padded by (ph, pw), each plane flattened and followed by _VEC zeros:
+    (N, C, Hp*Wp + _VEC)."""
     n, c, h, wd = x.shape
     hp, wp = h + 2 * ph, wd + 2 * pw
     xq = np.zeros((n, c, hp * wp + _VEC), x.dtype)
