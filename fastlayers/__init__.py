@@ -2,8 +2,8 @@
 
 PyTorch-style modules with an explicit backward::
 
+    import fastlayers as fl      # before NumPy, so that BLAS may use every thread
     import numpy as np
-    import fastlayers as fl
 
     fl.manual_seed(0)
     model = fl.Sequential(fl.Linear(784, 128), fl.ReLU(), fl.Linear(128, 10))

@@ -46,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
     p.add_argument("--threads", type=int, default=None,
-                   help="threads for the kernels (and for PyTorch); default: all")
+                   help="threads for the kernels and BLAS (and for PyTorch); default: all")
     p.add_argument("--target-accuracy", type=float, default=None,
                    help="stop once the test accuracy reaches this fraction (e.g. 0.95)")
     p.add_argument("--json", dest="json_path", default=None, help="write results as JSON here")
