@@ -23,27 +23,26 @@ How the compiled path is fast (NOTES.md: a direct kernel beats im2col + BLAS for
 - The input gradient at stride 1 *is* a stride-1 correlation of the (re-padded) output gradient with
   the flipped, transposed kernel, so it runs on the same forward kernel; at stride s the gradient is
   first spread onto a zero grid s times finer ("zero-upsampled"), then the same.
-- The weight gradient reduces over (n, pixels). Numba does not vectorise a float reduction without
-  fastmath, so a direct loop must load and store a partial sum for every multiply-add; it measured
-  half the speed of BLAS here. So at stride 1 it is a GEMM per chunk of samples,
-  dw (O, C*KH*KW) += rows (O, nb*OH*Wp) @ cols.T, with rows (the gradient on the same flattened
-  grid) and cols (the input taps, im2col) gathered by compiled kernels; BLAS runs outside any
-  prange. Only when the partial sums fit in L1 (a 1-channel first layer) the direct loop wins, and
-  runs (see DIRECT_WGRAD_MAX_BYTES).
+- The weight gradient reduces over (n, pixels): on the same flattened plane, dw[o, c, ky, kx] is a
+  sum of dot products of two contiguous rows (the gradient of channel o laid on the plane's grid,
+  and the tap's shifted slice of input plane c), 4 output channels and 3 taps per loop. Those dot
+  products vectorise only with LLVM's "reassoc" flag (Numba keeps a float sum's order otherwise);
+  with it the direct loop measured 2x faster than the im2col + BLAS GEMM it replaced, whose
+  gathering of 9 shifted copies of the input cost as much as the GEMM saved.
 - Each thread of the forward kernel owns a chunk of samples: it pads each into its own buffer, which
   then stays in cache for every output channel (no padded copy of the batch is written).
 - The plane loop runs over a whole number of 8-float vectors (see _VEC): LLVM does not vectorise a
   loop's remainder, and at 14x14 that remainder cost 17%.
-- The direct loops are compiled with FMA contraction (``compiled(contract=True)``): a multiply-add
+- The direct loops are compiled with FMA contraction (``fastmath=("contract",)``): a multiply-add
   is one instruction with one rounding; measured 13% faster on the forward kernel.
 - Other strides take a plain direct-loop general path (forward and weight gradient).
 """
 import numba
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from kernels import _vmath
-from kernels._registry import compiled, register
+from kernels._registry import OPTIONS, compiled, register
 
 
 def out_size(size, k, s, p, d):
@@ -170,7 +169,23 @@ def _upsample_pad_into(g, gp, top, left, sh, sw):
 _VEC = 8
 
 
-@compiled(parallel_min=1 << 12, contract=True)
+@njit(inline="always", **OPTIONS)
+def _place(xs, xf, top, left, hp, wp):
+    # Copy one sample xs (C, H, W) into the flattened planes xf (C, Hp*Wp + ...) at (top, left) of
+    # the (Hp, Wp) frame (cropped where it sticks out); what lies outside is left as it was (the
+    # callers' buffers start zero and only this window is ever written).
+    h, wd = xs.shape[1], xs.shape[2]
+    r0, r1 = max(0, top), min(hp, top + h)
+    q0, q1 = max(0, left), min(wp, left + wd)
+    for c in range(xs.shape[0]):
+        for r in range(r0, r1):
+            src = xs[c, r - top, q0 - left:q1 - left]
+            dst = xf[c, r * wp + q0:r * wp + q1]
+            for q in range(q1 - q0):
+                dst[q] = src[q]
+
+
+@compiled(parallel_min=1 << 12, fastmath=("contract",))
 def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw, nchunk):
     # Valid, stride-1 correlation of x placed at (top, left) in a zero (Hp, Wp) frame (top/left may
     # be negative: x is then cropped). x (N, C, H, W); w4 (O4, C, KH, KW), O4 = O rounded up to a
@@ -179,25 +194,18 @@ def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw, nchunk):
     # sample into its own buffer (so the padded sample stays in cache for every output channel, and
     # no padded copy of the batch is written; the zero border is written once per chunk), and
     # writes y[n] of its samples only.
-    n_, c_, h, wd = x.shape
+    n_, c_ = x.shape[0], x.shape[1]
     kh, kw = w4.shape[2], w4.shape[3]
     o_, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     nblk = w4.shape[0] // 4
     length = ((oh - 1) * wp + ow + _VEC - 1) // _VEC * _VEC
     zero = y.dtype.type(0)
-    r0, r1 = max(0, top), min(hp, top + h)
-    q0, q1 = max(0, left), min(wp, left + wd)
     for chunk in prange(nchunk):
         xf = np.zeros((c_, hp * wp + _VEC), dtype=y.dtype)
         acc = np.empty((4, length), dtype=y.dtype)
         a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
         for n in range(chunk * n_ // nchunk, (chunk + 1) * n_ // nchunk):
-            for c in range(c_):
-                for r in range(r0, r1):
-                    src = x[n, c, r - top, q0 - left:q1 - left]
-                    dst = xf[c, r * wp + q0:r * wp + q1]
-                    for q in range(q1 - q0):
-                        dst[q] = src[q]
+            _place(x[n], xf, top, left, hp, wp)
             for blk in range(nblk):
                 o0 = blk * 4
                 b0 = b[o0] if has_bias else zero
@@ -267,7 +275,7 @@ def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw, nchunk):
                             row[j] = part[j]
 
 
-@compiled(parallel_min=1 << 14, contract=True)
+@compiled(parallel_min=1 << 14, fastmath=("contract",))
 def _conv_general(xp, w, b, has_bias, y, sh, sw, dh, dw):
     # Any stride, already padded input. xp (N, C, Hp, Wp), w (O, C, KH, KW), y (N, O, OH, OW).
     # Thread owns plane (n, o) of y.
@@ -291,7 +299,7 @@ def _conv_general(xp, w, b, has_bias, y, sh, sw, dh, dw):
                             row[j] += wv * xrow[start + j * sw]
 
 
-@compiled(parallel_min=1 << 14, contract=True)
+@compiled(parallel_min=1 << 14, fastmath=("contract",))
 def _wgrad_general(grad, xp, dw_, db, has_bias, sh, sw, dh, dwl):
     # Any stride. grad (N, O, OH, OW), xp (N, C, Hp, Wp) padded input; accumulates into dw_, db.
     # Thread owns the pair (o, c): writes dw_[o, c] only (and db[o] when c == 0).
@@ -321,157 +329,98 @@ def _wgrad_general(grad, xp, dw_, db, has_bias, sh, sw, dh, dwl):
             db[o] += total
 
 
-@compiled(parallel_min=1 << 12)
-def _im2col_s1(x, ph, pw, n0, cols, kh, kw, dh, dwl, wp, lw):
-    # Stride-1 columns of samples n0 .. n0 + nb of x (N, C, H, W) zero-padded by (ph, pw) to width
-    # Wp, on the flattened-plane grid: cols (C*KH*KW, nb*lw) with
-    #   cols[(c KH + ky) KW + kx, b lw + p] = xpad[n0 + b, c].flat[ky dh Wp + kx dw + p]
-    # (zero past the end of the plane; those columns meet zero gradient). Thread owns (b, c): the
-    # KH*KW rows of channel c in the column block of sample b; it pads the plane in its own buffer.
-    c_, h, wd = x.shape[1], x.shape[2], x.shape[3]
-    hp = h + 2 * ph
-    nb = cols.shape[1] // lw
-    size = hp * wp
-    zero = cols.dtype.type(0)
-    for t in prange(nb * c_):
-        b, c = t // c_, t % c_
-        plane = np.zeros(size, dtype=cols.dtype)
-        for r in range(h):
-            src = x[n0 + b, c, r]
-            dst = plane[(r + ph) * wp + pw:(r + ph) * wp + pw + wd]
-            for q in range(wd):
-                dst[q] = src[q]
-        for ky in range(kh):
-            for kx in range(kw):
-                off = ky * dh * wp + kx * dwl
-                dst = cols[(c * kh + ky) * kw + kx, b * lw:(b + 1) * lw]
-                m = min(lw, size - off)
-                src = plane[off:off + m]
-                for p in range(m):
-                    dst[p] = src[p]
-                for p in range(m, lw):
-                    dst[p] = zero
+@njit(inline="always", **OPTIONS)
+def _add3(row, a, b, c):
+    row[0] += a
+    row[1] += b
+    row[2] += c
 
 
-@compiled(parallel_min=1 << 12)
-def _grad_rows(grad, n0, rows, wp, db, has_bias):
-    # rows (O, nb*lw), lw = OH*Wp: rows[o, b lw + i Wp + j] = grad[n0 + b, o, i, j] for j < OW, zero
-    # for OW <= j < Wp (the flattened-plane grid of _im2col_s1). Also db[o] += the sum of those
-    # gradients, in float64 (summed from the gathered row: its zeros add nothing). Thread owns
-    # output channel o: row o of rows and db[o].
-    o_, oh, ow = grad.shape[1], grad.shape[2], grad.shape[3]
-    lw = oh * wp
-    nb = rows.shape[1] // lw
-    zero = rows.dtype.type(0)
-    for o in prange(o_):
-        for b in range(nb):
-            for i in range(oh):
-                src = grad[n0 + b, o, i]
-                dst = rows[o, b * lw + i * wp:b * lw + (i + 1) * wp]
-                for j in range(ow):
-                    dst[j] = src[j]
-                for j in range(ow, wp):
-                    dst[j] = zero
-        if has_bias:
-            db[o] += _vmath.sum64(rows[o])
-
-
-@compiled(parallel_min=1 << 12, contract=True)
-def _wgrad_direct_s1(grad, xq, wp, dw_, db, has_bias, dh, dwl):
-    # Stride-1 weight gradient for few input taps (C*KH*KW small, e.g. a first layer on 1 channel,
-    # where the GEMM below is too skinny to pay; see DIRECT_WGRAD_MAX_BYTES). grad (N, O, OH, OW);
-    # xq (N, C, Hp*Wp + _VEC): the padded input planes, flattened, with a zero tail (_padded_flat);
-    # accumulates into dw_ (O, C, KH, KW) and db (O,).
-    # Thread owns output channel o: writes dw_[o] and db[o] only. Per sample it lays the gradient
-    # on the flattened padded grid in its own buffer, then keeps one partial-sum row per tap,
-    # updated elementwise (a vectorised loop over whole vectors, see _VEC) and summed once at the
-    # end: Numba does not vectorise a float reduction without fastmath.
+@compiled(parallel_min=1 << 12, fastmath=("contract", "reassoc"))
+def _wgrad_s1(grad, x, ph, pw, dw_, db, has_bias, dh, dwl, nchunk):
+    # Stride-1 weight gradient. grad (N, O, OH, OW); x (N, C, H, W), zero-padded by (ph, pw) to
+    # (Hp, Wp); accumulates into dw_ (O, C, KH, KW) and db (O,).
+    # On the flattened padded plane (see _corr_s1) tap (ky, kx) of every output pixel is one shifted
+    # contiguous slice of the input plane, so dw[o, c, ky, kx] is a sum over samples of dot products
+    # of two contiguous rows: the gradient of channel o laid on the plane's grid (zeros in the
+    # discarded columns) and that slice. Each dot product runs in float32 and vectorises into
+    # running sums ("reassoc": Numba keeps a sum's order otherwise and the loop runs one element at
+    # a time); the per-sample results add up in float64. Output channels go in blocks of 4 and, for
+    # 3-wide kernels, the 3 taps of a kernel row in one loop: 7 loads feed 12 multiply-adds. A last
+    # block of fewer than 4 channels computes its missing rows on zeros.
+    # Output channel blocks are split into nchunk chunks; a thread owns a chunk: it writes dw_[o]
+    # and db[o] of its channels only, and pads each sample into its own buffer.
     n_, o_, oh, ow = grad.shape
-    c_ = xq.shape[1]
+    c_ = x.shape[1]
     kh, kw = dw_.shape[2], dw_.shape[3]
+    hp, wp = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
     length = ((oh - 1) * wp + ow + _VEC - 1) // _VEC * _VEC
-    for o in prange(o_):
-        part = np.zeros((c_, kh * kw, length), dtype=dw_.dtype)
-        g = np.zeros(length, dtype=dw_.dtype)
-        bias_total = 0.0
+    nblk = (o_ + 3) // 4
+    zero = dw_.dtype.type(0)
+    for chunk in prange(nchunk):
+        blk0, blk1 = chunk * nblk // nchunk, (chunk + 1) * nblk // nchunk
+        xf = np.zeros((c_, hp * wp + _VEC), dtype=x.dtype)
+        g = np.zeros((blk1 - blk0, 4, length), dtype=dw_.dtype)
+        acc = np.zeros((blk1 - blk0, 4, c_, kh, kw))
+        bias = np.zeros((blk1 - blk0, 4))
         for n in range(n_):
-            for i in range(oh):
-                src = grad[n, o, i]
-                dst = g[i * wp:i * wp + ow]
-                for j in range(ow):
-                    dst[j] = src[j]
-            if has_bias:
-                bias_total += _vmath.sum64(g)
-            for c in range(c_):
-                plane = xq[n, c]
-                if kh == 3 and kw == 3:
-                    # literal range(3): LLVM unrolls ky, the three partial rows get constant row
-                    # indices and the loop vectorises (with range(kh) it ran 3x slower)
-                    pc = part[c]
-                    for ky in range(3):
+            _place(x[n], xf, ph, pw, hp, wp)
+            for blk in range(blk0, blk1):
+                gb, ab = g[blk - blk0], acc[blk - blk0]
+                for k in range(min(4, o_ - blk * 4)):
+                    row = gb[k]
+                    for i in range(oh):
+                        src = grad[n, blk * 4 + k, i]
+                        dst = row[i * wp:i * wp + ow]
+                        for j in range(ow):
+                            dst[j] = src[j]
+                    if has_bias:
+                        bias[blk - blk0, k] += _vmath.sum64(row)
+                g0, g1, g2, g3 = gb[0], gb[1], gb[2], gb[3]
+                for c in range(c_):
+                    plane = xf[c]
+                    for ky in range(kh):
                         base = ky * dh * wp
-                        p0, p1, p2 = pc[ky * 3], pc[ky * 3 + 1], pc[ky * 3 + 2]
-                        s0 = plane[base:base + length]
-                        s1 = plane[base + dwl:base + dwl + length]
-                        s2 = plane[base + 2 * dwl:base + 2 * dwl + length]
-                        for j in range(length):
-                            gv = g[j]
-                            p0[j] += gv * s0[j]
-                            p1[j] += gv * s1[j]
-                            p2[j] += gv * s2[j]
-                else:
+                        if kw == 3:
+                            s0 = plane[base:base + length]
+                            s1 = plane[base + dwl:base + dwl + length]
+                            s2 = plane[base + 2 * dwl:base + 2 * dwl + length]
+                            t00 = t01 = t02 = t10 = t11 = t12 = zero
+                            t20 = t21 = t22 = t30 = t31 = t32 = zero
+                            for j in range(length):
+                                v0, v1, v2 = s0[j], s1[j], s2[j]
+                                u0, u1, u2, u3 = g0[j], g1[j], g2[j], g3[j]
+                                t00, t01, t02 = t00 + u0 * v0, t01 + u0 * v1, t02 + u0 * v2
+                                t10, t11, t12 = t10 + u1 * v0, t11 + u1 * v1, t12 + u1 * v2
+                                t20, t21, t22 = t20 + u2 * v0, t21 + u2 * v1, t22 + u2 * v2
+                                t30, t31, t32 = t30 + u3 * v0, t31 + u3 * v1, t32 + u3 * v2
+                            _add3(ab[0, c, ky], t00, t01, t02)
+                            _add3(ab[1, c, ky], t10, t11, t12)
+                            _add3(ab[2, c, ky], t20, t21, t22)
+                            _add3(ab[3, c, ky], t30, t31, t32)
+                        else:
+                            for kx in range(kw):
+                                off = base + kx * dwl
+                                s = plane[off:off + length]
+                                t0 = t1 = t2 = t3 = zero
+                                for j in range(length):
+                                    v = s[j]
+                                    t0, t1 = t0 + g0[j] * v, t1 + g1[j] * v
+                                    t2, t3 = t2 + g2[j] * v, t3 + g3[j] * v
+                                ab[0, c, ky, kx] += t0
+                                ab[1, c, ky, kx] += t1
+                                ab[2, c, ky, kx] += t2
+                                ab[3, c, ky, kx] += t3
+        for blk in range(blk0, blk1):
+            for k in range(min(4, o_ - blk * 4)):
+                o = blk * 4 + k
+                dst, src = dw_[o], acc[blk - blk0, k]
+                for c in range(c_):
                     for ky in range(kh):
                         for kx in range(kw):
-                            p = part[c, ky * kw + kx]
-                            off = ky * dh * wp + kx * dwl
-                            s = plane[off:off + length]
-                            for j in range(length):
-                                p[j] += g[j] * s[j]
-        # final sums in float64 (each partial row holds N terms per entry)
-        for c in range(c_):
-            for ky in range(kh):
-                for kx in range(kw):
-                    dw_[o, c, ky, kx] += _vmath.sum64(part[c, ky * kw + kx])
-        if has_bias:
-            db[o] += bias_total
-
-
-def _wgrad_gemm(grad, x, dw, db, padding, dilation):
-    """Stride-1 weight gradient as BLAS GEMMs over chunks of samples: dw (O, C*KH*KW) += rows @
-    cols.T (computed as its transpose), rows and cols gathered by the two compiled kernels above
-    (BLAS runs outside any prange).
-    Measured 2x faster than a direct loop, which must load and store a partial sum per multiply-add
-    (Numba does not vectorise a float reduction without fastmath)."""
-    n, o, oh, ow = grad.shape
-    c = x.shape[1]
-    wp = x.shape[3] + 2 * padding[1]
-    kh, kw = dw.shape[2:]
-    lw = oh * wp
-    ck = c * kh * kw
-    nb = int(max(1, min(n, (4 << 20) // (4 * ck * lw))))      # about 4 MB of columns per chunk
-    cols = np.empty((ck, nb * lw), x.dtype)
-    rows = np.empty((o, nb * lw), x.dtype)
-    has_bias = db is not None
-    dbuf = db if has_bias else np.zeros(o, dw.dtype)
-    dw2 = dw.reshape(o, ck)
-    for n0 in range(0, n, nb):
-        m = min(nb, n - n0)
-        cview, rview = cols[:, :m * lw], rows[:, :m * lw]
-        if m < nb:
-            cview, rview = np.ascontiguousarray(cview), np.ascontiguousarray(rview)
-        _im2col_s1(x, padding[0], padding[1], n0, cview, kh, kw, dilation[0], dilation[1], wp, lw)
-        _grad_rows(grad, n0, rview, wp, dbuf, has_bias)
-        dw2.T[...] += cview @ rview.T    # (C*KH*KW, O): measured 5% faster than rows @ cols.T
-
-
-def _padded_flat(x, ph, pw):
-    """x zero-padded by (ph, pw), each plane flattened and followed by _VEC zeros:
-    (N, C, Hp*Wp + _VEC)."""
-    n, c, h, wd = x.shape
-    hp, wp = h + 2 * ph, wd + 2 * pw
-    xq = np.zeros((n, c, hp * wp + _VEC), x.dtype)
-    xq[:, :, :hp * wp].reshape(n, c, hp, wp)[:, :, ph:ph + h, pw:pw + wd] = x
-    return xq
+                            dst[c, ky, kx] += src[c, ky, kx]
+                if has_bias:
+                    db[o] += bias[blk - blk0, k]
 
 
 def _padded(x, ph, pw):
@@ -536,28 +485,14 @@ def conv2d_backward_input(grad, w, x_shape, stride, padding, dilation):
     return _corr_valid_s1(gp, 0, 0, h + eh, wd + ew, wt, None, dilation)
 
 
-# The direct stride-1 weight gradient runs while its partial sums (C*KH*KW rows of the flattened
-# plane) fit in a 32 KiB L1 cache: measured 1.25x faster than the GEMM for a 1-channel 28x28 input, and
-# 3-9x slower once they spill (2 channels at 28x28, 16 at 14x14).
-DIRECT_WGRAD_MAX_BYTES = 32 * 1024
-
-
 def conv2d_backward_weight(grad, x, stride, padding, dilation, dw, db):
-    if stride == (1, 1):
-        n, o, oh, ow = grad.shape
-        length = (oh - 1) * (x.shape[3] + 2 * padding[1]) + ow
-        if x.shape[1] * dw.shape[2] * dw.shape[3] * length * x.itemsize <= DIRECT_WGRAD_MAX_BYTES:
-            has_bias = db is not None
-            dbuf = db if has_bias else np.zeros(dw.shape[0], dw.dtype)
-            _wgrad_direct_s1(grad, _padded_flat(x, *padding), x.shape[3] + 2 * padding[1], dw, dbuf,
-                             has_bias, *dilation)
-        else:
-            _wgrad_gemm(grad, x, dw, db, padding, dilation)
-        return
-    xp = _padded(x, *padding)
     has_bias = db is not None
     dbuf = db if has_bias else np.zeros(dw.shape[0], dw.dtype)
-    _wgrad_general(grad, xp, dw, dbuf, has_bias, stride[0], stride[1], dilation[0], dilation[1])
+    if stride == (1, 1):
+        nchunk = min((dw.shape[0] + 3) // 4, numba.get_num_threads())   # any count: same result
+        _wgrad_s1(grad, x, *padding, dw, dbuf, has_bias, *dilation, nchunk)
+        return
+    _wgrad_general(grad, _padded(x, *padding), dw, dbuf, has_bias, *stride, *dilation)
 
 
 register("conv2d_forward", conv2d_forward, conv2d_forward_np)

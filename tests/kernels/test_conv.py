@@ -6,21 +6,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from kernels import conv as K
 
 # Every compiled piece the conv ops dispatch to: setting their threshold forces one build.
-_PIECES = (K._pad_into, K._upsample_pad_into, K._corr_s1, K._conv_general, K._im2col_s1,
-           K._grad_rows, K._wgrad_direct_s1, K._wgrad_general)
+_PIECES = (K._pad_into, K._upsample_pad_into, K._corr_s1, K._conv_general, K._wgrad_s1,
+           K._wgrad_general)
 
 
 @pytest.fixture(params=["serial", "parallel"])
 def build(request, monkeypatch):
     for piece in _PIECES:
         monkeypatch.setattr(piece, "parallel_min", None if request.param == "serial" else 0)
-    return request.param
-
-
-@pytest.fixture(params=["direct", "gemm"])
-def wgrad_route(request, monkeypatch):
-    # the stride-1 weight gradient: the direct kernel (small C*KH*KW) or the GEMM composition
-    monkeypatch.setattr(K, "DIRECT_WGRAD_MAX_BYTES", 1 << 40 if request.param == "direct" else 0)
     return request.param
 
 
@@ -75,7 +68,7 @@ def _compare(case, dtype, rtol, atol):
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=conv_cases())
-def test_kernels_match_twins_float64(build, wgrad_route, case):
+def test_kernels_match_twins_float64(build, case):
     _compare(case, np.float64, 1e-10, 1e-10)
 
 
@@ -95,7 +88,7 @@ def test_kernels_match_twins_float32(case):
     dict(n=2, c=4, o=7, h=9, w=8, k=(3, 3), s=(2, 2), p=(1, 1), d=(2, 2)),
     dict(n=1, c=2, o=2, h=3, w=3, k=(2, 2), s=(1, 1), p=(2, 2), d=(1, 1)),     # padding > kernel
 ])
-def test_edge_shapes(build, wgrad_route, case):
+def test_edge_shapes(build, case):
     _compare(dict(case, bias=True, seed=1), np.float64, 1e-10, 1e-10)
 
 

@@ -166,7 +166,7 @@ def _mul_add(a, b, c, out):
 
 
 _mul_add_plain = _registry.compiled(parallel_min=None)(_mul_add)
-_mul_add_fma = _registry.compiled(parallel_min=None, contract=True)(_mul_add)
+_mul_add_fma = _registry.compiled(parallel_min=None, fastmath=("contract",))(_mul_add)
 
 
 def test_contract_is_opt_in_and_named_apart():
@@ -181,3 +181,35 @@ def test_contract_is_opt_in_and_named_apart():
     np.testing.assert_array_equal(plain, 0)
     assert set(fused.tolist()) <= {0.0, 2.0 ** -24}
     assert _mul_add_plain.serial.py_func.__qualname__ != _mul_add_fma.serial.py_func.__qualname__
+
+
+def _dot_and_nans(a, b):
+    total, nans = a.dtype.type(0), 0
+    for i in range(a.size):
+        total += a[i] * b[i]
+        nans += np.isnan(a[i])
+    return total, nans
+
+
+_dot_plain = _registry.compiled(parallel_min=None)(_dot_and_nans)
+_dot_reassoc = _registry.compiled(parallel_min=None, fastmath=("contract", "reassoc"))(_dot_and_nans)
+
+
+def test_reassoc_sums_in_another_order_but_keeps_nan_checks():
+    # 2^24 + 1 + 1 + ... in float32: summed in order every 1 is lost; running sums (what reassoc
+    # lets the vectoriser keep) add some of them up before they meet 2^24.
+    a = np.ones(1024, np.float32)
+    a[0] = 2.0 ** 24
+    ones = np.ones_like(a)
+    assert _dot_plain(a, ones)[0] == 2.0 ** 24
+    total, nans = _dot_reassoc(a, ones)
+    assert 2.0 ** 24 < total <= 2.0 ** 24 + 1023 and nans == 0
+    a[5] = np.nan
+    total, nans = _dot_reassoc(a, ones)
+    assert np.isnan(total) and nans == 1      # np.isnan still works: no "nnan" flag
+    assert len({f.serial.py_func.__qualname__ for f in (_dot_plain, _dot_reassoc, _mul_add_fma)}) == 3
+
+
+def test_only_nan_safe_fastmath_flags():
+    with pytest.raises(ValueError, match="fastmath flags must be among"):
+        _registry.compiled(fastmath=("nnan",))(_dot_and_nans)
