@@ -238,7 +238,9 @@ def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw, nchunk):
                             # The three taps of a kernel row in one expression: each accumulator
                             # is loaded and stored once per 3 multiply-adds, each input vector
                             # feeds 4 output channels (a last block of fewer channels goes one by
-                            # one above).
+                            # one above). Written a = a + w v + w v + w v, it is 3 chained FMAs;
+                            # as a += (w v + w v + w v) it was a multiply, 2 FMAs and an add
+                            # (measured 1.15-1.25x slower).
                             s0 = plane[base:base + length]
                             s1 = plane[base + dw:base + dw + length]
                             s2 = plane[base + 2 * dw:base + 2 * dw + length]
@@ -250,10 +252,10 @@ def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw, nchunk):
                             w30, w31, w32 = k3[0], k3[1], k3[2]
                             for j in range(length):
                                 v0, v1, v2 = s0[j], s1[j], s2[j]
-                                a0[j] += w00 * v0 + w01 * v1 + w02 * v2
-                                a1[j] += w10 * v0 + w11 * v1 + w12 * v2
-                                a2[j] += w20 * v0 + w21 * v1 + w22 * v2
-                                a3[j] += w30 * v0 + w31 * v1 + w32 * v2
+                                a0[j] = a0[j] + w00 * v0 + w01 * v1 + w02 * v2
+                                a1[j] = a1[j] + w10 * v0 + w11 * v1 + w12 * v2
+                                a2[j] = a2[j] + w20 * v0 + w21 * v1 + w22 * v2
+                                a3[j] = a3[j] + w30 * v0 + w31 * v1 + w32 * v2
                         else:
                             for kx in range(kw):
                                 off = base + kx * dw
