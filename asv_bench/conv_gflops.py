@@ -21,7 +21,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args(argv)
 
-    common.settle()
+    common.has_torch()   # imports torch (when installed) before any kernel starts Numba's threads
     import numpy as np
     from threadpoolctl import threadpool_limits
 

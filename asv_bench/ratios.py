@@ -99,6 +99,7 @@ def main(argv=None):
     p.add_argument("--no-models", action="store_true", help="skip the model training-step rows")
     args = p.parse_args(argv)
 
+    common.has_torch()   # imports torch (when installed) before any kernel starts Numba's threads
     rows = [r for f in args.families for r in family_rows(f)]
     if not args.no_models:
         rows += list(model_rows())

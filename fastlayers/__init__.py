@@ -30,6 +30,7 @@ from fastlayers.normalization import BatchNorm, BatchNorm1d, BatchNorm2d
 from fastlayers.optim import SGD, Adam, Momentum, NAdam, Nadam, Optimizer, RMSprop
 from fastlayers.pooling import AvgPool2d, MaxPool2d
 from fastlayers.random import manual_seed
+from fastlayers import runtime
 from fastlayers.runtime import get_blas_threads, get_num_threads, keep_freed_memory, set_num_threads
 
 __version__ = "0.1.0"
@@ -82,5 +83,5 @@ __all__ = [
     "use_backend",
 ]
 
-set_num_threads()
+runtime.settle()   # BLAS threads; Numba's start with the first parallel kernel
 keep_freed_memory()

@@ -83,9 +83,9 @@ def parse_args(argv=None):
         except ImportError:
             p.error("--plot needs matplotlib: pip install 'fastlayers[plot]'")
     if args.compare_torch:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
+        # imported now, before any kernel starts Numba's threads (see runtime.import_torch)
+        from fastlayers.runtime import import_torch
+        if import_torch() is None:
             p.error("--compare-torch needs PyTorch: pip install 'torch==2.13.0' (the CPU build)")
     return args
 

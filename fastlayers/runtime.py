@@ -12,6 +12,10 @@ was imported before fastlayers (and the variable was not in the environment), it
 busy-waiting and BLAS stays on one thread (``kernels.BLAS_WORKERS_SLEEP`` says which case holds).
 Numba's kernels decide per call whether a parallel launch pays.
 
+PyTorch, for side-by-side timings: import it with :func:`import_torch`, before any kernel runs, so
+that it keeps an OpenMP runtime of its own with its own settings (importing fastlayers only limits
+BLAS's threads; Numba's threads start with the first parallel kernel).
+
 Memory: glibc serves allocations above its mmap threshold (128 KiB to 32 MiB, adaptive) with fresh
 pages from the kernel and returns them on free, so every large activation array of every step pays
 the page faults again. On this kind of VM allocating and filling two 3.2 MB arrays took 8 ms that
@@ -20,7 +24,9 @@ memory is reused (as PyTorch's caching allocator does); it runs at import on gli
 """
 import ctypes
 import ctypes.util
+import os
 import sys
+import warnings
 
 import numba
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -43,6 +49,54 @@ def set_num_threads(n=None, blas_threads=None):
     _check_threads("blas_threads", blas_threads, None)
     numba.set_num_threads(n)
     _BLAS["limiter"] = threadpool_limits(limits=blas_threads, user_api="blas")
+
+
+def settle():
+    """What importing fastlayers does: give BLAS the threads :func:`set_num_threads` would give it
+    for Numba's default (all NUMBA_NUM_THREADS threads), without starting Numba's threads. Those
+    start with the first parallel kernel (or set_num_threads), so PyTorch can still be imported
+    with an OpenMP runtime of its own in between (:func:`import_torch`)."""
+    n = numba.config.NUMBA_NUM_THREADS
+    _BLAS["limiter"] = threadpool_limits(limits=n if kernels.BLAS_WORKERS_SLEEP else 1,
+                                         user_api="blas")
+
+
+def _numba_threads_started():
+    try:
+        numba.threading_layer()
+    except ValueError:   # "Threading layer is not initialized"
+        return False
+    return True
+
+
+def import_torch():
+    """Import PyTorch for side-by-side timings, set up as a PyTorch user gets it; None when it is
+    not installed.
+
+    Numba's kernels run on the system's GNU OpenMP runtime, whose idle workers fastlayers makes
+    sleep (kernels/__init__.py). PyTorch ships a libgomp of its own, but once Numba's has loaded,
+    PyTorch binds to that one instead (the same soname) and inherits the sleeping workers: its
+    training step of the mlp-bn model ran 1.5-1.7x slower that way (22 ms instead of 14 ms), which
+    flattered every ratio against it. Imported before Numba starts its threads, and with the
+    variables fastlayers defaulted hidden from it while it loads, PyTorch gets its own runtime
+    with its own defaults. Importing fastlayers does not start Numba's threads; the first parallel
+    kernel or :func:`set_num_threads` does, and after that this still imports PyTorch but warns.
+    """
+    if "torch" in sys.modules:
+        return sys.modules["torch"]
+    if _numba_threads_started():
+        warnings.warn("PyTorch is imported after Numba started its threads: it shares their OpenMP "
+                      "runtime and settings, which can make it slower than it is on its own "
+                      "(call fastlayers.runtime.import_torch() before running any kernel)",
+                      RuntimeWarning, stacklevel=2)
+    hidden = {k: os.environ.pop(k) for k in kernels.DEFAULTED_ENV if k in os.environ}
+    try:
+        import torch
+    except ImportError:
+        return None
+    finally:
+        os.environ.update(hidden)
+    return torch
 
 
 def _check_threads(name, n, limit):

@@ -20,8 +20,12 @@ import sys
 BLAS_WORKERS_SLEEP = ("OPENBLAS_THREAD_TIMEOUT" in os.environ
                       or not any(m in sys.modules for m in ("numpy", "scipy.linalg")))
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+# The variables set here rather than by the user (fastlayers.runtime.import_torch hides them from
+# PyTorch while it loads, so that a side-by-side timing gives PyTorch its own defaults).
+DEFAULTED_ENV = tuple(k for k in _DEFAULTS if k not in os.environ)
+for _name in DEFAULTED_ENV:
+    os.environ[_name] = _DEFAULTS[_name]
 
 import importlib  # noqa: E402
 import pkgutil  # noqa: E402

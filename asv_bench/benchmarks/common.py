@@ -6,14 +6,16 @@ Every family benchmark is parameterised over ``impl``: ``"numba"`` (the compiled
 
 Threads are settled here, once, before anything is timed: importing kernels makes idle OpenMP
 workers sleep (OMP_WAIT_POLICY=PASSIVE, set before Numba or OpenBLAS load); :func:`settle` imports
-fastlayers, which gives Numba and BLAS the same threads (fastlayers/runtime.py);
-torch gets as many threads as Numba.
+fastlayers, which gives BLAS as many threads as Numba will use (fastlayers/runtime.py); torch gets
+as many threads as Numba. torch is imported through fastlayers.runtime.import_torch, before any
+kernel starts Numba's threads, so that it runs on an OpenMP runtime of its own with its own
+settings, as it would for a PyTorch user (sharing Numba's made it up to 1.7x slower).
 
 Fork safety: asv's forkserver (asv.conf.json) imports the suite once and forks a process per
 benchmark, and GNU OpenMP terminates a child forked from a process that has started it. So
-*importing* the suite must not start Numba's threading layer: fastlayers (whose import sets Numba's
-thread count, which starts it) is imported only by :func:`settle`, called from setup and from the
-timing helpers, in the forked process. Kernels are compiled there too.
+*importing* the suite must not start Numba's threading layer (nor import torch): fastlayers is
+imported only by :func:`settle`, called from setup and from the timing helpers, in the forked
+process. Kernels are compiled there too.
 """
 import os
 import statistics
@@ -51,20 +53,22 @@ def label(shape, calls=1):
     return text if calls == 1 else f"{text} (x{calls} calls)"
 
 
+def _import_torch():
+    settle()
+    from fastlayers.runtime import import_torch
+    return import_torch()
+
+
 def has_torch():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether torch is installed (importing it, as :func:`torch` does: call this before running
+    any kernel)."""
+    return _import_torch() is not None
 
 
 def torch():
     """The torch module with its threads set, or NotImplementedError (asv's skip) without torch."""
-    settle()
-    try:
-        import torch as _torch
-    except ImportError:
+    _torch = _import_torch()
+    if _torch is None:
         raise NotImplementedError("torch is not installed")
     if _torch.get_num_threads() != NUM_THREADS:
         _torch.set_num_threads(NUM_THREADS)

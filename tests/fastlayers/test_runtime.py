@@ -1,5 +1,6 @@
 """Thread settings (fastlayers/runtime.py): BLAS gets the kernels' threads only when its idle workers
-sleep, which depends on what was imported before fastlayers; checked in fresh interpreters."""
+sleep, which depends on what was imported before fastlayers; PyTorch, imported for comparisons, keeps
+an OpenMP runtime and settings of its own. Checked in fresh interpreters."""
 import json
 import os
 import subprocess
@@ -16,7 +17,8 @@ REPORT = ("import fastlayers as fl, kernels, json; "
 def _fresh(code, **env):
     full = dict(os.environ, NUMBA_NUM_THREADS="2")
     full.pop("OPENBLAS_THREAD_TIMEOUT", None)  # this process's kernels import set it
-    full.update(env)
+    for name, value in env.items():   # None: leave the variable out
+        full.pop(name, None) if value is None else full.__setitem__(name, value)
     out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
                          check=True, timeout=120)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -52,3 +54,66 @@ def test_set_num_threads_sets_both_pools_and_validates():
         assert (fl.get_num_threads(), fl.get_blas_threads()) == (1, 2)
     finally:
         fl.set_num_threads(threads, blas_threads=blas)
+
+
+def test_importing_fastlayers_leaves_numba_threads_unstarted():
+    # (so that PyTorch can still be imported with an OpenMP runtime of its own)
+    code = ("import fastlayers, numba, json\n"
+            "try:\n    numba.threading_layer(); started = True\n"
+            "except ValueError:\n    started = False\n"
+            "print(json.dumps([started, fastlayers.get_blas_threads()]))")
+    assert _fresh(code) == [False, 2]
+
+
+# A stand-in for torch, first on sys.path of a fresh interpreter: it records the wait policy its
+# import saw (PyTorch's libgomp reads it when it loads).
+FAKE_TORCH = "import os\nseen = os.environ.get('OMP_WAIT_POLICY')\n"
+IMPORT_TORCH = ("import fastlayers, os, json, warnings\n"
+                "{before}\n"
+                "with warnings.catch_warnings(record=True) as caught:\n"
+                "    warnings.simplefilter('always')\n"
+                "    t = fastlayers.runtime.import_torch()\n"
+                "print(json.dumps([getattr(t, 'seen', 'absent') if t else None,\n"
+                "                  os.environ.get('OMP_WAIT_POLICY'),\n"
+                "                  [w.category.__name__ for w in caught]]))")
+
+
+def _with_fake_torch(tmp_path, body=FAKE_TORCH, before="", **env):
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(body)
+    return _fresh(IMPORT_TORCH.format(before=before), PYTHONPATH=str(tmp_path), **env)
+
+
+def test_import_torch_hides_the_wait_policy_fastlayers_defaulted(tmp_path):
+    # defaulted by fastlayers: hidden while torch loads, restored after
+    assert _with_fake_torch(tmp_path, OMP_WAIT_POLICY=None) == [None, "PASSIVE", []]
+
+
+def test_import_torch_keeps_a_wait_policy_the_user_set(tmp_path):
+    assert _with_fake_torch(tmp_path, OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "ACTIVE", []]
+
+
+def test_import_torch_warns_once_numba_threads_run(tmp_path):
+    got = _with_fake_torch(tmp_path, before="fastlayers.set_num_threads(1)", OMP_WAIT_POLICY=None)
+    assert got == [None, "PASSIVE", ["RuntimeWarning"]]
+
+
+def test_import_torch_without_torch_returns_none_and_restores(tmp_path):
+    got = _with_fake_torch(tmp_path, body="raise ImportError('no torch here')",
+                           OMP_WAIT_POLICY=None)
+    assert got == [None, "PASSIVE", []]
+
+
+def test_torch_and_numba_get_separate_openmp_runtimes():
+    pytest.importorskip("torch")
+    code = ("import fastlayers, json, numba\n"
+            "fastlayers.runtime.import_torch()\n"
+            "fastlayers.set_num_threads(2)\n"   # starts Numba's threads
+            "from threadpoolctl import threadpool_info\n"
+            "libs = [i['filepath'] for i in threadpool_info() if i['internal_api'] == 'openmp']\n"
+            "print(json.dumps([numba.threading_layer(), libs]))")
+    layer, libs = _fresh(code, OMP_WAIT_POLICY=None)
+    if layer != "omp":
+        pytest.skip(f"Numba's threading layer here is {layer}, not OpenMP")
+    torch_dir = os.sep + "torch" + os.sep
+    assert len(libs) == 2 and sum(torch_dir in p for p in libs) == 1, libs
