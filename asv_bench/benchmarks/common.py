@@ -154,10 +154,13 @@ def case(factory, *key):
     return _CASES[k]
 
 
-def interleaved_medians(fns, rounds=15, min_time=2e-3):
+def interleaved_medians(fns, rounds=15, min_time=2e-3, lead_time=10e-3):
     """Median seconds per call of each callable in ``fns`` (a dict), timed side by side: every round
     times each callable in turn, so drifts in machine load hit all of them alike. Each timing is a
-    loop of as many calls as make it last ``min_time`` (calibrated once per callable)."""
+    loop of as many calls as make it last ``min_time`` (calibrated once per callable), after
+    untimed calls lasting ``lead_time``: PyTorch's OpenMP workers keep spinning for about 5 ms
+    after its last op, and a loop timed right after a torch callable shared the CPU with them (a
+    linear+relu forward and backward measured 1.4-1.7 ms instead of 0.6 ms)."""
     settle()
     loops = {}
     for name, fn in fns.items():
@@ -176,6 +179,9 @@ def interleaved_medians(fns, rounds=15, min_time=2e-3):
     for _ in range(rounds):
         for name, fn in fns.items():
             n = loops[name]
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < lead_time:
+                fn()
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
