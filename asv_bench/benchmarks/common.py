@@ -206,7 +206,8 @@ def speedup(factory, *key, rounds=15):
 def env_summary():
     """One line naming the thread settings, for scripts that print results."""
     return (f"numba threads {NUM_THREADS} ({numba.config.THREADING_LAYER}), "
-            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, BLAS threads {_blas_threads()}, "
+            f"Numba's OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} (torch: its own OpenMP "
+            f"runtime and defaults), BLAS threads {_blas_threads()}, "
             f"numpy {np.__version__}, numba {numba.__version__}")
 
 
