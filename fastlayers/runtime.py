@@ -45,10 +45,18 @@ def set_num_threads(n=None, blas_threads=None):
         n = limit
     _check_threads("threads", n, limit)
     if blas_threads is None:
-        blas_threads = n if kernels.BLAS_WORKERS_SLEEP else 1
+        blas_threads = _default_blas_threads(n)
     _check_threads("blas_threads", blas_threads, None)
     numba.set_num_threads(n)
-    _BLAS["limiter"] = threadpool_limits(limits=blas_threads, user_api="blas")
+    _limit_blas(blas_threads)
+
+
+def _default_blas_threads(n):
+    return n if kernels.BLAS_WORKERS_SLEEP else 1
+
+
+def _limit_blas(threads):
+    _BLAS["limiter"] = threadpool_limits(limits=threads, user_api="blas")
 
 
 def settle():
@@ -56,9 +64,7 @@ def settle():
     for Numba's default (all NUMBA_NUM_THREADS threads), without starting Numba's threads. Those
     start with the first parallel kernel (or set_num_threads), so PyTorch can still be imported
     with an OpenMP runtime of its own in between (:func:`import_torch`)."""
-    n = numba.config.NUMBA_NUM_THREADS
-    _BLAS["limiter"] = threadpool_limits(limits=n if kernels.BLAS_WORKERS_SLEEP else 1,
-                                         user_api="blas")
+    _limit_blas(_default_blas_threads(numba.config.NUMBA_NUM_THREADS))
 
 
 def _numba_threads_started():

@@ -17,8 +17,11 @@ REPORT = ("import fastlayers as fl, kernels, json; "
 def _fresh(code, **env):
     full = dict(os.environ, NUMBA_NUM_THREADS="2")
     full.pop("OPENBLAS_THREAD_TIMEOUT", None)  # this process's kernels import set it
-    for name, value in env.items():   # None: leave the variable out
-        full.pop(name, None) if value is None else full.__setitem__(name, value)
+    for name, value in env.items():
+        if value is None:   # leave the variable out
+            full.pop(name, None)
+        else:
+            full[name] = value
     out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
                          check=True, timeout=120)
     return json.loads(out.stdout.strip().splitlines()[-1])
