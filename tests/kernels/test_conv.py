@@ -80,6 +80,25 @@ def test_kernels_match_twins_float32(case):
     _compare(case, np.float32, 1e-4, 1e-4)
 
 
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=conv_cases(), n=st.integers(1, 7), per_group=st.integers(1, 4))
+def test_weight_gradient_any_sample_grouping(build, monkeypatch, case, n, per_group):
+    # The stride-1 weight gradient stacks samples per_group at a time (the last group may be short,
+    # after full ones): each grouping gives the twin's result.
+    case = dict(case, n=n, s=(1, 1))
+    x, w, b, g = _arrays(case, np.float64)
+    (ph, pw), (h, wd) = case["p"], x.shape[2:]
+    monkeypatch.setattr(K, "_STACK_POSITIONS", per_group * (h + 2 * ph) * (wd + 2 * pw))
+    assert K._stack(x, case["p"]) == min(n, per_group)
+    got = np.full_like(w, 0.5), np.full(w.shape[0], 0.25)
+    want = np.full_like(w, 0.5), np.full(w.shape[0], 0.25)
+    K.conv2d_backward_weight(g, x, (1, 1), case["p"], case["d"], *got)
+    K.conv2d_backward_weight_np(g, x, (1, 1), case["p"], case["d"], *want)
+    for a, e in zip(got, want):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("case", [
     dict(n=1, c=1, o=1, h=1, w=1, k=(1, 1), s=(1, 1), p=(0, 0), d=(1, 1)),     # all sizes 1
     dict(n=1, c=3, o=5, h=4, w=6, k=(1, 1), s=(1, 1), p=(0, 0), d=(1, 1)),     # 1x1 kernel
