@@ -226,8 +226,10 @@ class Sequential(Module):
     by an elementwise activation module (which has an ``act`` code), the pair runs as one fused step:
     bias and activation in one pass after the GEMM, and on the way back the activation's derivative
     and the bias gradient in one pass. A module with ``fuses_pool(activation, pool)`` (BatchNorm2d
-    in training) followed by such an activation and a MaxPool2d(2) runs the three as one step.
-    Results are the same as running them one after the other (up to float rounding).
+    in training) followed by such an activation and a MaxPool2d(2) runs the three as one step, and
+    a Conv2d with ``fuses_norm_pool`` (a first layer, whose input needs no gradient) before those
+    three runs all four as one. Results are the same as running them one after the other (up to
+    float rounding).
     """
 
     def __init__(self, *modules):
@@ -266,7 +268,12 @@ class Sequential(Module):
             m = mods[i]
             nxt = mods[i + 1] if i + 1 < len(mods) else None
             after = mods[i + 2] if i + 2 < len(mods) else None
-            if after is not None and getattr(m, "fuses_pool", None) and m.fuses_pool(nxt, after):
+            last = mods[i + 3] if i + 3 < len(mods) else None
+            if last is not None and getattr(m, "fuses_norm_pool", None) and m.fuses_norm_pool(
+                    nxt, after, last):
+                x = m.forward(x, norm=nxt, activation=after, pool=last)
+                i += 4
+            elif after is not None and getattr(m, "fuses_pool", None) and m.fuses_pool(nxt, after):
                 x = m.forward(x, activation=nxt, pool=after)
                 i += 3
             elif getattr(m, "fuses_activation", False) and getattr(nxt, "act", None) is not None:

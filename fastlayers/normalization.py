@@ -69,6 +69,23 @@ class _BatchNorm(Module):
         """Whether a forward normalises with the batch's own statistics."""
         return self.training or self.running_mean is None
 
+    def _running_update(self, dtype):
+        """For a forward with batch statistics: counts the batch when training with running
+        statistics, and returns what the kernels take, (momentum factor, running_mean,
+        running_var), with zero-length arrays when the running statistics are not updated."""
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked[...] += 1
+            n = int(self.num_batches_tracked)
+            factor = 1.0 / n if self.momentum is None else self.momentum
+            return factor, self.running_mean, self.running_var
+        return 0.0, np.empty(0, dtype), np.empty(0, dtype)
+
+    def _check_batch(self, shape, owner):
+        """A batch-statistics forward needs more than one value per channel (input ``shape``)."""
+        if self._batch_stats() and int(np.prod(shape)) // self.num_features <= 1:
+            raise ValueError(f"{owner}: Expected more than 1 value per channel when training, "
+                             f"got input size {tuple(shape)}")
+
     def fuses_pool(self, activation, pool):
         """Whether ``self, activation, pool`` can run as one fused step (see the module docstring):
         a 4-D layer using batch statistics, a ReLU, LeakyReLU (slope >= 0) or no-op activation, and
@@ -98,23 +115,14 @@ class _BatchNorm(Module):
                                  f"(see fuses_pool)")
             x = pool._check_input(x)
         batch_stats = self._batch_stats()
-        if batch_stats and x.size // self.num_features <= 1:
-            raise ValueError(f"{owner}: Expected more than 1 value per channel when training, "
-                             f"got input size {x.shape}")
+        self._check_batch(x.shape, owner)
         ops = backend.ops()
         fused = act in FUSED_ACTS
         kact = act if fused else IDENTITY
         gamma, beta = self._affine(x.dtype)
         idx = None
         if batch_stats:
-            if self.training and self.track_running_stats:
-                self.num_batches_tracked[...] += 1
-                n = int(self.num_batches_tracked)
-                factor = 1.0 / n if self.momentum is None else self.momentum
-                rm, rv = self.running_mean, self.running_var
-            else:
-                factor = 0.0
-                rm = rv = np.empty(0, x.dtype)
+            factor, rm, rv = self._running_update(x.dtype)
             if pool is not None:
                 y, idx, mean, invstd = ops.batchnorm_maxpool_train_forward(
                     x, gamma, beta, rm, rv, factor, self.eps, kact, slope)

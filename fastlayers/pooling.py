@@ -21,12 +21,16 @@ class _Pool2d(Module):
 
     def _check_input(self, x):
         x = _checks.float_array(x, "input", ndim=4, owner=self._name)
-        for axis, (length, k, p) in enumerate(zip(x.shape[2:], self.kernel_size, self.padding)):
+        self._check_shape(x.shape)
+        return x
+
+    def _check_shape(self, shape):
+        """ValueError if the window does not fit in the padded (N, C, H, W) input ``shape``."""
+        for axis, (length, k, p) in enumerate(zip(shape[2:], self.kernel_size, self.padding)):
             if length + 2 * p < k:
                 raise ValueError(f"{self._name}: kernel_size {k} is larger than the padded input "
                                  f"({length} + 2*{p}) in dimension {axis + 2} of input shape "
-                                 f"{x.shape}")
-        return x
+                                 f"{tuple(shape)}")
 
     def _output_shape(self, x_shape):
         n, c, h, w = x_shape

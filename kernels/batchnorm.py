@@ -455,6 +455,49 @@ def _nan_last(v0, v1, v2, v3, best, k):
     return best, k
 
 
+@njit(inline="always", **OPTIONS)
+def _max4(a0, a1, a2, a3):
+    # A 2x2 window's maximum and its position 0-3 (values in scan order): the first strict
+    # maximum, as selects (no branch, so loops over windows vectorise). NaN: see _nan_last.
+    m01 = a1 > a0
+    b01 = a1 if m01 else a0
+    k01 = np.uint8(1) if m01 else np.uint8(0)
+    m2 = a2 > b01
+    b2 = a2 if m2 else b01
+    k2 = np.uint8(2) if m2 else k01
+    m3 = a3 > b2
+    return (a3 if m3 else b2), (np.uint8(3) if m3 else k2)
+
+
+@njit(inline="always", **OPTIONS)
+def _max4_row(v0, v1, v2, v3, yrow, irow):
+    # One row of 2x2 windows whose values, in scan order, are v0[j], v1[j], v2[j], v3[j]: yrow[j]
+    # and irow[j] get the window's maximum and its position (_max4); a window with a NaN is seen
+    # in its sum and counted, and the row is then redone under PyTorch's rule (_nan_last).
+    nans = 0
+    for j in range(yrow.size):
+        a0, a1, a2, a3 = v0[j], v1[j], v2[j], v3[j]
+        yrow[j], irow[j] = _max4(a0, a1, a2, a3)
+        total = (a0 + a1) + (a2 + a3)
+        nans += total != total
+    if nans:
+        for j in range(yrow.size):
+            a0, a1, a2, a3 = v0[j], v1[j], v2[j], v3[j]
+            total = (a0 + a1) + (a2 + a3)
+            if total != total:
+                yrow[j], irow[j] = _nan_last(a0, a1, a2, a3, yrow[j], irow[j])
+
+
+@njit(inline="always", **OPTIONS)
+def _pool2x2(buf, wp, yo, io):
+    # 2x2 max pooling (stride 2) of a plane stored row after row, Wp values a row, in the flat
+    # buffer buf, into yo, io (OH // 2, OW // 2).
+    oh, ow = yo.shape
+    for i in range(oh):
+        ra, rb = buf[2 * i * wp:2 * i * wp + 2 * ow], buf[(2 * i + 1) * wp:(2 * i + 1) * wp + 2 * ow]
+        _max4_row(ra[0::2], ra[1::2], rb[0::2], rb[1::2], yo[i], io[i])
+
+
 @compiled(parallel_min=_PAR)
 def _train_pool_planes(x3, x, yp, idx, gamma, beta, mean, invstd, rmean, rvar, momentum, eps, s):
     # x (N, C, H, W) and x3, its (N, C, H*W) view; yp, idx (N, C, H // 2, W // 2). Thread owns
@@ -469,37 +512,9 @@ def _train_pool_planes(x3, x, yp, idx, gamma, beta, mean, invstd, rmean, rvar, m
         hi, lo, a = _affine(x, c, mean, invstd, gamma)
         b = beta[c]
         flat = np.empty(h * w, x.dtype)
-        buf = flat.reshape(h, w)
         for i0 in range(n):
             _normalise(x3[i0, c], flat, hi, lo, a, b, neg)
-            yo, io = yp[i0, c], idx[i0, c]
-            for i in range(oh):
-                ra, rb = buf[2 * i], buf[2 * i + 1]
-                yrow, irow = yo[i], io[i]
-                # first strict maximum, as selects (no branch in the loop); a window with a NaN
-                # (seen in its sum) is counted, and the row is then redone under PyTorch's rule
-                nans = 0
-                for j in range(ow):
-                    q = 2 * j
-                    v0, v1, v2, v3 = ra[q], ra[q + 1], rb[q], rb[q + 1]
-                    m01 = v1 > v0
-                    b01 = v1 if m01 else v0
-                    k01 = 1 if m01 else 0
-                    m2 = v2 > b01
-                    b2 = v2 if m2 else b01
-                    k2 = 2 if m2 else k01
-                    m3 = v3 > b2
-                    yrow[j] = v3 if m3 else b2
-                    irow[j] = 3 if m3 else k2
-                    total = (v0 + v1) + (v2 + v3)
-                    nans += total != total
-                if nans:
-                    for j in range(ow):
-                        q = 2 * j
-                        v0, v1, v2, v3 = ra[q], ra[q + 1], rb[q], rb[q + 1]
-                        total = (v0 + v1) + (v2 + v3)
-                        if total != total:
-                            yrow[j], irow[j] = _nan_last(v0, v1, v2, v3, yrow[j], irow[j])
+            _pool2x2(flat, w, yp[i0, c], idx[i0, c])
 
 
 # The first argument is the pooled gradient, a quarter of the input the work scales with.

@@ -139,3 +139,108 @@ def test_simple_conv_wraps_conv2d():
         assert gradcheck(sc, x).ok
     with pytest.raises(ValueError, match="2-D or 3-D"):
         sc(np.zeros((1, 1, 5, 5)))
+
+
+# ------------------------------------- Conv2d + BatchNorm2d + ReLU + MaxPool2d(2), a first layer, fused
+
+def _first_block(c=2, o=5, dtype=np.float32, act=None, **conv_kwargs):
+    from fastlayers.pooling import MaxPool2d
+    fl.manual_seed(3)
+    conv = Conv2d(c, o, conv_kwargs.pop("kernel_size", 3), dtype=dtype,
+                  **(conv_kwargs or dict(padding=1)))
+    bn = fl.BatchNorm2d(o, dtype=dtype)
+    rng = np.random.default_rng(4)
+    bn.weight.data[:] = rng.uniform(0.5, 2, o) * rng.choice([-1, 1], o)
+    bn.bias.data[:] = rng.standard_normal(o)
+    model = fl.Sequential(conv, bn, act or fl.ReLU(), MaxPool2d(2))
+    conv.needs_input_grad = False
+    return model
+
+
+def test_first_block_is_fused_only_when_it_can_be():
+    x = np.random.default_rng(5).standard_normal((4, 2, 8, 8)).astype(np.float32)
+    model = _first_block()
+    assert model(x).shape == (4, 5, 4, 4) and model._steps == [model[0]]
+    model.eval()
+    model(x)
+    assert model._steps == [model[0], model[1], model[3]]      # eval: the layers one by one
+    model.train()
+    model[0].needs_input_grad = True                            # its input wants a gradient
+    model(x)
+    assert model._steps == [model[0], model[1]]
+    strided = _first_block(stride=2, padding=1)
+    strided(x)
+    assert len(strided._steps) == 2
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky"])
+@pytest.mark.parametrize("conv_kwargs", [dict(padding=1), dict(kernel_size=(2, 3), dilation=(2, 1))])
+def test_fused_first_block_equals_the_layers_one_by_one(act, conv_kwargs):
+    # float64, several training steps with plain SGD: the fused step against the unfused layers
+    # (each of them gradient-checked and PyTorch-checked on its own).
+    x = np.random.default_rng(6).standard_normal((3, 2, 9, 7)) * 2 + 1
+    runs = []
+    for fused in (True, False):
+        model = _first_block(dtype=np.float64, act=fl.LeakyReLU(0.2) if act == "leaky" else None,
+                             **dict(conv_kwargs))
+        if not fused:
+            model[0].fuses_norm_pool = lambda *args: False
+        opt = fl.SGD(model.parameters(), lr=0.1)
+        outs = []
+        for step in range(3):
+            y = model(x)
+            opt.zero_grad()
+            assert model.backward(np.sin(y + step)) is None
+            outs += [y] + [p.grad.copy() for p in model.parameters()]
+            opt.step()
+        outs += [model[1].running_mean, model[1].running_var, model[1].num_batches_tracked]
+        runs.append((len(model._steps), outs))
+    assert runs[0][0] == 1 and runs[1][0] == 2      # unfused: Conv2d, then BatchNorm2d's own fusion
+    for a, e in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-9)
+
+
+def test_fused_first_block_matches_torch():
+    torch = pytest.importorskip("torch")
+    model = _first_block(c=3, o=6)
+    conv, bn = model[0], model[1]
+    tmodel = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.BatchNorm2d(6),
+                                 torch.nn.ReLU(), torch.nn.MaxPool2d(2))
+    with torch.no_grad():
+        for t, p in ((tmodel[0].weight, conv.weight), (tmodel[0].bias, conv.bias),
+                     (tmodel[1].weight, bn.weight), (tmodel[1].bias, bn.bias)):
+            t.copy_(torch.from_numpy(p.data))
+    rng = np.random.default_rng(7)
+    for _ in range(2):
+        x = (rng.random((8, 3, 10, 10)) * 3).astype(np.float32)
+        y = model(x)
+        assert model._steps == [conv]
+        ty = tmodel(torch.from_numpy(x))
+        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-4, atol=1e-4)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        model.zero_grad()
+        tmodel.zero_grad()
+        model.backward(g)
+        ty.backward(torch.from_numpy(g))
+        for p, t in ((conv.weight, tmodel[0].weight), (conv.bias, tmodel[0].bias),
+                     (bn.weight, tmodel[1].weight), (bn.bias, tmodel[1].bias)):
+            np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(bn.running_mean, tmodel[1].running_mean.numpy(), rtol=1e-5,
+                                   atol=1e-6)
+        np.testing.assert_allclose(bn.running_var, tmodel[1].running_var.numpy(), rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_fused_first_block_bad_input_leaves_state_untouched():
+    model = _first_block()
+    before = {k: np.copy(v) for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="channels"):
+        model(np.zeros((4, 3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        model(np.zeros((4, 2, 1, 8), np.float32))              # a 1-row output: no 2x2 window
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    y = model(np.ones((2, 2, 6, 6), np.float32))
+    with pytest.raises(ValueError, match=r"grad_output must have shape \(2, 5, 3, 3\)"):
+        model.backward(np.ones((2, 5, 6, 6), np.float32))
+    assert y.shape == (2, 5, 3, 3)

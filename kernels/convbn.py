@@ -1,0 +1,355 @@
+"""A network's first block fused for training: Conv2d (stride 1) + BatchNorm2d (batch statistics)
++ ReLU/LeakyReLU + MaxPool2d(2), as Sequential(Conv2d, BatchNorm2d, ReLU, MaxPool2d(2)) runs it when
+the convolution's input needs no gradient (it is the data).
+
+    x (N, C, H, W)   w (O, C, KH, KW)   b (O,) or None   gamma, beta (O,) x's dtype
+    pooled, idx, grad (N, O, OH // 2, OW // 2)   OH, OW: the stride-1 convolution's output size
+    mean, invstd (O,) float64: the batch statistics of the convolution's output z
+    dw, db, dgamma, dbeta: accumulated into (+=)
+
+z is never written to memory, in either direction. Write p for the K = C KH KW input values under
+the kernel at one output position (a column of im2col, zero padding included), so that
+z_o = w_o . p + b_o, and M = N OH OW for the number of positions.
+
+Forward. BatchNorm's statistics of z are those of a linear function of p:
+    mean_o = w_o . mu + b_o,    var_o = w_o^T Cov w_o        (biased, as BatchNorm normalises)
+mu and Cov, the mean and covariance of p over the M positions, are shared by every output channel
+and come from one "moments" pass over the input (K (K + 1) / 2 products a position: 45 for a 3x3
+kernel on one channel). The normalisation then folds into the convolution's weights:
+    v_o = gamma_o invstd_o (z_o - mean_o) + beta_o = (a_o w_o) . (p - mu) + beta_o,
+    a_o = gamma_o invstd_o,
+so one pass computes v with a direct convolution loop (kernels/conv.py's _fma4x3), applies the
+activation and keeps each 2x2 window's maximum and its position under max_pool2d's rules
+(kernels/batchnorm.py's _max4 and _nan_last; idx uint8 = 2 ky + kx).
+
+Backward. Only a window's winner has a gradient, g' = grad * act'(pooled). With its sums over the
+winners of each channel,
+    sg_o = sum g',    sgp_o = sum g' (p - mu)                                   (a K-vector)
+BatchNorm's backward (dz = a_o (g' - (sg_o + xhat sgx_o) / M), xhat = (z - mean) invstd) followed by
+the convolution's weight gradient (dw_o = sum dz p) reduce to
+    dbeta_o += sg_o,    dgamma_o += sgx_o = sum g' xhat = invstd_o w_o . sgp_o
+    dw_o    += a_o (sgp_o - sgx_o invstd_o Cov w_o)
+    db_o    += 0      (BatchNorm's output does not change when z shifts, so the bias before it has
+                       no gradient; PyTorch's is 0 up to rounding)
+The full-size gradient of z is never formed.
+
+Layout: the input is split into its four phases (even/odd rows x even/odd columns of the padded
+plane, each on a grid Wq = ceil(Wp / 2) wide). Output pixel (2 i + a, 2 j + b), the (a, b) member
+of pooling window (i, j), reads tap (ky, kx) from phase ((a + ky dh) % 2, (b + kx dw) % 2) at
+(i, j) + ((a + ky dh) // 2, (b + kx dw) // 2): a contiguous slice, as in the flattened-plane trick
+of kernels/conv.py. So v is computed one output phase at a time, a window's four values sit at the
+same index of four rows, and pooling is one long vectorised loop (row by row, 14 windows long, it
+did not vectorise and took twice as long). The backward lays g' out the same way (in the phase of
+its winner, zeros elsewhere) and takes K x 4 dot products a plane.
+
+Numerics: the input is shifted by a constant per channel (the first sample's mean), padding
+included, before either pass: p - mu and Cov do not change, and the moments (summed per sample in
+x's dtype, then in float64) do not cancel for data far from zero. a_o w_o and beta_o - a_o w_o . mu
+are rounded to x's dtype once. Results match the unfused layers to float rounding: z is not rounded
+before the statistics, and a window whose two largest values lie within rounding of each other may
+pick the other one.
+
+Measured at the cnn's first layer (128, 1, 28, 28) -> 16, interleaved medians against the unfused
+kernels (conv2d_forward, batchnorm_maxpool_*, conv2d_backward_weight): forward about even (the
+moments pass costs what the statistics pass over z did), backward 0.45-0.55x; the cnn's training
+step 0.89x.
+"""
+import numba
+import numpy as np
+from numba import prange
+
+from numba import njit
+
+from kernels import _vmath
+from kernels._registry import OPTIONS, compiled, register
+from kernels.batchnorm import (_max4, _nan_last, _update_running_np, batchnorm_maxpool_backward_np,
+                               batchnorm_maxpool_train_forward_np, negative_scale)
+from kernels.conv import _VEC, _fma4x3, conv2d_backward_weight_np, conv2d_forward_np
+
+# The moments pass sums this many samples into each partial sum, whatever the thread count, so
+# the float64 totals (added in a fixed order) do not depend on it.
+_MOMENT_SAMPLES = 4
+
+
+# ----------------------------------------------------------------------------------------- NumPy twins
+# The composition of the unfused layers' twins: the convolution, then BatchNorm2d + activation + max
+# pooling; the backward recomputes nothing but keeps z (the twin is the reference, not the fast path).
+
+def conv_bn_maxpool_train_forward_np(x, w, b, padding, dilation, gamma, beta, running_mean,
+                                     running_var, momentum, eps, act, slope):
+    z = conv2d_forward_np(x, w, b, (1, 1), padding, dilation)
+    pooled, idx, mean, invstd = batchnorm_maxpool_train_forward_np(
+        z, gamma, beta, running_mean, running_var, momentum, eps, act, slope)
+    return pooled, idx, mean, invstd, (x, z, padding, dilation)
+
+
+def conv_bn_maxpool_backward_np(grad, idx, pooled, saved, w, gamma, mean, invstd, act, slope, dw,
+                                db, dgamma, dbeta):
+    x, z, padding, dilation = saved
+    dz = batchnorm_maxpool_backward_np(grad, idx, pooled, z, gamma, mean, invstd, act, slope,
+                                       dgamma, dbeta, True)
+    conv2d_backward_weight_np(dz, x, (1, 1), padding, dilation, dw, db)
+
+
+# ---------------------------------------------------------------------------------------- Numba kernels
+
+@compiled(parallel_min=1 << 14)
+def _split_phases(x, shift, xs, top, left, wq, size):
+    # xs (N, C 4 size): sample n, channel c, phase (r, t) holds xp[2 u + r, 2 v + t] - shift[c] at
+    # (c 4 + 2 r + t) size + u Wq + v, xp being x[n, c] zero-padded by (top, left); what lies outside
+    # (the padding, and the slack past each plane) holds -shift[c]. Thread owns sample n of xs.
+    n_, c_, h, w = x.shape
+    for n in prange(n_):
+        dst = xs[n]
+        for c in range(c_):
+            sh = shift[c]
+            for j in range(c * 4 * size, (c + 1) * 4 * size):
+                dst[j] = -sh
+            src = x[n, c]
+            for r in range(h):
+                rr = top + r
+                for q in range(w):
+                    cc = left + q
+                    dst[(c * 4 + 2 * (rr % 2) + cc % 2) * size + rr // 2 * wq + cc // 2] = \
+                        src[r, q] - sh
+
+
+@compiled(parallel_min=1 << 14, fastmath=("reassoc",))
+def _moments(xs, offs, oh, ow, wq, part):
+    # xs (N, C 4 size) phase-split samples; offs (4, K): where output phase q's tap k starts.
+    # part (chunks, K + 1, K) float64: chunk t owns part[t] and samples t S .. t S + S - 1
+    # (S = _MOMENT_SAMPLES): part[t, k, k2] = sum p_k p_k2 (k <= k2), part[t, K, k] = sum p_k, over
+    # all OH OW positions (output phase q = 2 a + b covers rows 2 i + a < OH, columns 2 j + b < OW:
+    # rows[q] x cols[q] of its grid). Per sample and phase, each tap's window is copied with its
+    # columns past cols[q] zeroed (mk), so every sum is one long loop over the grid.
+    n_, nk = xs.shape[0], offs.shape[1]
+    rows = np.array([(oh + 1) // 2, (oh + 1) // 2, oh // 2, oh // 2])
+    cols = np.array([(ow + 1) // 2, ow // 2, (ow + 1) // 2, ow // 2])
+    span = ((rows[0] - 1) * wq + cols[0] + _VEC - 1) // _VEC * _VEC
+    zero = xs.dtype.type(0)
+    for t in prange(part.shape[0]):
+        acc = part[t]
+        acc[:] = 0.0
+        mk = np.empty((nk, span), xs.dtype)
+        valid = np.empty((4, span), np.bool_)
+        for q in range(4):
+            for j in range(span):
+                valid[q, j] = j % wq < cols[q]
+        for n in range(t * _MOMENT_SAMPLES, min(n_, (t + 1) * _MOMENT_SAMPLES)):
+            xf = xs[n]
+            for q in range(4):
+                if rows[q] == 0 or cols[q] == 0:
+                    continue
+                length = (rows[q] - 1) * wq + cols[q]
+                vq = valid[q]
+                for k in range(nk):
+                    src, dst = xf[offs[q, k]:offs[q, k] + length], mk[k]
+                    for j in range(length):
+                        dst[j] = src[j] if vq[j] else zero
+                for k in range(nk):
+                    a = mk[k, :length]
+                    s = zero
+                    for j in range(length):
+                        s += a[j]
+                    acc[nk, k] += np.float64(s)
+                    for k2 in range(k, nk):
+                        bv = xf[offs[q, k2]:offs[q, k2] + length]
+                        d = zero
+                        for j in range(length):
+                            d += a[j] * bv[j]
+                        acc[k, k2] += np.float64(d)
+
+
+@njit(inline="always", **OPTIONS)
+def _taps4(xf, off, w4, c4, o0, acc, length):
+    # acc[k, :length] = c4[o0 + k] + sum_t w4[o0 + k, t] xf[off[t] + j], k < 4: one output phase of
+    # output channels o0 .. o0 + 3, taps three at a time (kernels/conv.py's _fma4x3).
+    nk = off.size
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    b0, b1, b2, b3 = c4[o0], c4[o0 + 1], c4[o0 + 2], c4[o0 + 3]
+    for j in range(length):
+        a0[j] = b0
+        a1[j] = b1
+        a2[j] = b2
+        a3[j] = b3
+    k0, k1, k2, k3 = w4[o0], w4[o0 + 1], w4[o0 + 2], w4[o0 + 3]
+    for t in range(0, nk - nk % 3, 3):
+        _fma4x3(a0, a1, a2, a3, xf[off[t]:off[t] + length], xf[off[t + 1]:off[t + 1] + length],
+                xf[off[t + 2]:off[t + 2] + length], k0, k1, k2, k3, t, length)
+    for t in range(nk - nk % 3, nk):
+        s = xf[off[t]:off[t] + length]
+        w0, w1, w2, w3 = k0[t], k1[t], k2[t], k3[t]
+        for j in range(length):
+            v = s[j]
+            a0[j] += w0 * v
+            a1[j] += w1 * v
+            a2[j] += w2 * v
+            a3[j] += w3 * v
+
+
+@compiled(parallel_min=1 << 12, fastmath=("contract", "reassoc"))
+def _forward_phases(xs, offs, w4, c4, wq, s, pooled, idx, nchunk):
+    # xs (N, C 4 size) phase-split samples; offs (4, K); w4 (O4, K), c4 (O4,): the folded weights
+    # and constants (see the header), O rounded up to a multiple of 4 with zero rows; pooled, idx
+    # (N, O, PH, PW). A thread owns a chunk of samples: pooled[n], idx[n]. v is computed phase by
+    # phase (acc[q, k] holds rows 2 i + a, columns 2 j + b of channel o0 + k, q = 2 a + b, on a
+    # grid Wq wide), so a window's four values sit at the same index of four rows and the
+    # activation and pooling run as one long loop over the grid (row by row, 14 windows long, the
+    # loop did not vectorise and took twice as long); the rows are then copied out.
+    n_, o_, ph, pw = pooled.shape
+    length = ((ph - 1) * wq + pw + _VEC - 1) // _VEC * _VEC
+    neg = pooled.dtype.type(s)
+    zero = pooled.dtype.type(0)
+    for chunk in prange(nchunk):
+        acc = np.empty((4, 4, length), dtype=pooled.dtype)
+        by = np.empty(length, dtype=pooled.dtype)
+        bk = np.empty(length, dtype=np.uint8)
+        for n in range(chunk * n_ // nchunk, (chunk + 1) * n_ // nchunk):
+            xf = xs[n]
+            for o0 in range(0, o_, 4):
+                for q in range(4):
+                    _taps4(xf, offs[q], w4, c4, o0, acc[q], length)
+                for k in range(min(4, o_ - o0)):
+                    v0, v1, v2, v3 = acc[0, k], acc[1, k], acc[2, k], acc[3, k]
+                    check = zero
+                    for j in range(length):
+                        a0, a1 = _vmath.leaky(v0[j], neg), _vmath.leaky(v1[j], neg)
+                        a2, a3 = _vmath.leaky(v2[j], neg), _vmath.leaky(v3[j], neg)
+                        by[j], bk[j] = _max4(a0, a1, a2, a3)
+                        check += (a0 + a1) + (a2 + a3)
+                    yo, io = pooled[n, o0 + k], idx[n, o0 + k]
+                    for i in range(ph):
+                        yrow, irow = yo[i], io[i]
+                        for j in range(pw):
+                            yrow[j] = by[i * wq + j]
+                            irow[j] = bk[i * wq + j]
+                    if check != check:   # a NaN somewhere (or inf - inf): redo its windows
+                        for i in range(ph):
+                            for j in range(pw):
+                                t = i * wq + j
+                                a0, a1 = _vmath.leaky(v0[t], neg), _vmath.leaky(v1[t], neg)
+                                a2, a3 = _vmath.leaky(v2[t], neg), _vmath.leaky(v3[t], neg)
+                                total = (a0 + a1) + (a2 + a3)
+                                if total != total:
+                                    yo[i, j], io[i, j] = _nan_last(a0, a1, a2, a3, yo[i, j],
+                                                                   io[i, j])
+
+
+@compiled(parallel_min=1 << 12, fastmath=("reassoc",))
+def _backward_sums(grad, idx, pooled, xs, offs, wq, s, sg, sgp):
+    # grad, idx, pooled (N, O, PH, PW); xs (N, C 4 size), offs (4, K) as _forward_phases. Thread
+    # owns output channel o: sg[o] = sum g', sgp[o, k] = sum g' p_k (over the winners, p shifted;
+    # the caller centres it). A sample's g' is laid out as the forward's phases: gq[q] holds it at
+    # the windows whose winner is q, zero elsewhere (and in the columns past PW), and a tap's sum
+    # is then four dot products with the tap's phase windows. The winners are cleared after.
+    n_, o_, ph, pw = grad.shape
+    nk = offs.shape[1]
+    length = ((ph - 1) * wq + pw + _VEC - 1) // _VEC * _VEC
+    neg = grad.dtype.type(s)
+    zero = grad.dtype.type(0)
+    for o in prange(o_):
+        gq = np.zeros((4, length), grad.dtype)
+        g0, g1, g2, g3 = gq[0], gq[1], gq[2], gq[3]
+        acc = np.zeros(nk, np.float64)
+        tot = 0.0
+        for n in range(n_):
+            gp, yo, io = grad[n, o], pooled[n, o], idx[n, o]
+            part = zero
+            for i in range(ph):
+                for j in range(pw):
+                    g = _vmath.leaky_grad(gp[i, j], yo[i, j], neg)
+                    gq[io[i, j], i * wq + j] = g
+                    part += g
+            tot += np.float64(part)
+            xf = xs[n]
+            for t in range(nk):
+                s0 = xf[offs[0, t]:offs[0, t] + length]
+                s1 = xf[offs[1, t]:offs[1, t] + length]
+                s2 = xf[offs[2, t]:offs[2, t] + length]
+                s3 = xf[offs[3, t]:offs[3, t] + length]
+                d = zero
+                for j in range(length):
+                    d += g0[j] * s0[j] + g1[j] * s1[j] + g2[j] * s2[j] + g3[j] * s3[j]
+                acc[t] += np.float64(d)
+            for i in range(ph):
+                for j in range(pw):
+                    gq[io[i, j], i * wq + j] = zero
+        sg[o] = tot
+        sgp[o] = acc
+
+
+# ------------------------------------------------------------------------------ public entry points
+
+def _geometry(x, w, padding, dilation):
+    """The phase-split layout: (wq, plane size, offs (4, K), OH, OW)."""
+    c, h, wd = x.shape[1:]
+    kh, kw = w.shape[2:]
+    (ph, pw), (dh, dw) = padding, dilation
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    hq, wq = (hp + 1) // 2, (wp + 1) // 2
+    size = (hq + 1) * wq + _VEC
+    offs = np.empty((4, c * kh * kw), np.int64)
+    for q in range(4):
+        rr = q // 2 + dh * np.arange(kh)[:, None]
+        cc = q % 2 + dw * np.arange(kw)[None, :]
+        within = (2 * (rr % 2) + cc % 2) * size + rr // 2 * wq + cc // 2
+        offs[q] = (np.arange(c)[:, None, None] * (4 * size) + within).ravel()
+    return wq, size, offs, hp - dh * (kh - 1), wp - dw * (kw - 1)
+
+
+def conv_bn_maxpool_train_forward(x, w, b, padding, dilation, gamma, beta, running_mean,
+                                  running_var, momentum, eps, act, slope):
+    n, c = x.shape[:2]
+    o = w.shape[0]
+    nk = w[0].size
+    wq, size, offs, oh, ow = _geometry(x, w, padding, dilation)
+    shift = x[0].mean(axis=(1, 2), dtype=np.float64).astype(x.dtype)
+    xs = np.empty((n, c * 4 * size), x.dtype)
+    _split_phases(x, shift, xs, padding[0], padding[1], wq, size)
+    part = np.empty((-(-n // _MOMENT_SAMPLES), nk + 1, nk), np.float64)
+    _moments(xs, offs, oh, ow, wq, part)
+    total = part.sum(axis=0)
+    m = n * oh * ow
+    mu = total[nk] / m
+    upper = np.triu(total[:nk])
+    cov = (upper + np.triu(upper, 1).T) / m - np.outer(mu, mu)
+    wk = w.reshape(o, nk).astype(np.float64)
+    mean = wk @ (mu + np.repeat(shift.astype(np.float64), nk // c))
+    if b is not None:
+        mean += b
+    var = np.maximum(np.einsum("ok,kl,ol->o", wk, cov, wk), 0.0)
+    invstd = 1.0 / np.sqrt(var + eps)
+    _update_running_np(running_mean, running_var, mean, var, m, momentum)
+    a = gamma.astype(np.float64) * invstd
+    o4 = (o + 3) // 4 * 4
+    w4 = np.zeros((o4, nk), x.dtype)
+    w4[:o] = a[:, None] * wk
+    c4 = np.zeros(o4, x.dtype)
+    c4[:o] = beta - a * (wk @ mu)
+    pooled = np.empty((n, o, oh // 2, ow // 2), x.dtype)
+    idx = np.empty(pooled.shape, np.uint8)
+    _forward_phases(xs, offs, w4, c4, wq, negative_scale(act, slope), pooled, idx,
+                    min(n, 2 * numba.get_num_threads()))   # any count gives the same result
+    return pooled, idx, mean, invstd, (xs, offs, wq, mu, cov)
+
+
+def conv_bn_maxpool_backward(grad, idx, pooled, saved, w, gamma, mean, invstd, act, slope, dw, db,
+                             dgamma, dbeta):
+    xs, offs, wq, mu, cov = saved
+    o = w.shape[0]
+    sg = np.empty(o, np.float64)
+    sgp = np.empty((o, offs.shape[1]), np.float64)
+    _backward_sums(grad, idx, pooled, xs, offs, wq, negative_scale(act, slope), sg, sgp)
+    sgp -= sg[:, None] * mu
+    wk = w.reshape(o, -1).astype(np.float64)
+    sgx = invstd * np.einsum("ok,ok->o", wk, sgp)
+    dgamma += sgx.astype(dgamma.dtype)
+    dbeta += sg.astype(dbeta.dtype)
+    a = gamma.astype(np.float64) * invstd
+    step = a[:, None] * (sgp - (sgx * invstd)[:, None] * (wk @ cov))
+    dw += step.reshape(w.shape).astype(dw.dtype)
+
+
+register("conv_bn_maxpool_train_forward", conv_bn_maxpool_train_forward,
+         conv_bn_maxpool_train_forward_np)
+register("conv_bn_maxpool_backward", conv_bn_maxpool_backward, conv_bn_maxpool_backward_np)
