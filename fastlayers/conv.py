@@ -120,7 +120,7 @@ class Conv2d(Module):
             return self._forward_block(x, shape, b, norm, activation, pool)
         y = backend.ops().conv2d_forward(x, self.weight.data, b, self.stride, self.padding,
                                          self.dilation)
-        self._cache = x
+        self._cache = (x, None)
         return y
 
     def _forward_block(self, x, shape, b, norm, activation, pool):
@@ -141,7 +141,7 @@ class Conv2d(Module):
     def backward(self, grad_output):
         if self._cache is None:
             raise RuntimeError("Conv2d.backward() called before forward()")
-        x, block = self._cache if isinstance(self._cache, tuple) else (self._cache, None)
+        x, block = self._cache    # block: what the fused step kept, None after a plain forward
         g = _checks.float_array(grad_output, "grad_output", dtype=x.dtype, owner="Conv2d")
         expected = self.output_shape(x.shape) if block is None else block[3].shape
         if g.shape != expected:

@@ -64,7 +64,7 @@ from kernels import _vmath
 from kernels._registry import OPTIONS, compiled, register
 from kernels.batchnorm import (_max4, _nan_last, _update_running_np, batchnorm_maxpool_backward_np,
                                batchnorm_maxpool_train_forward_np, negative_scale)
-from kernels.conv import _VEC, _fma4x3, conv2d_backward_weight_np, conv2d_forward_np
+from kernels.conv import _VEC, _fma4x1, _fma4x3, conv2d_backward_weight_np, conv2d_forward_np
 
 # The moments pass sums this many samples into each partial sum, whatever the thread count, so
 # the float64 totals (added in a fixed order) do not depend on it.
@@ -163,7 +163,7 @@ def _moments(xs, offs, oh, ow, wq, part):
 @njit(inline="always", **OPTIONS)
 def _taps4(xf, off, w4, c4, o0, acc, length):
     # acc[k, :length] = c4[o0 + k] + sum_t w4[o0 + k, t] xf[off[t] + j], k < 4: one output phase of
-    # output channels o0 .. o0 + 3, taps three at a time (kernels/conv.py's _fma4x3).
+    # output channels o0 .. o0 + 3, taps three at a time (kernels/conv.py's _fma4x3, _fma4x1).
     nk = off.size
     a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
     b0, b1, b2, b3 = c4[o0], c4[o0 + 1], c4[o0 + 2], c4[o0 + 3]
@@ -177,14 +177,7 @@ def _taps4(xf, off, w4, c4, o0, acc, length):
         _fma4x3(a0, a1, a2, a3, xf[off[t]:off[t] + length], xf[off[t + 1]:off[t + 1] + length],
                 xf[off[t + 2]:off[t + 2] + length], k0, k1, k2, k3, t, length)
     for t in range(nk - nk % 3, nk):
-        s = xf[off[t]:off[t] + length]
-        w0, w1, w2, w3 = k0[t], k1[t], k2[t], k3[t]
-        for j in range(length):
-            v = s[j]
-            a0[j] += w0 * v
-            a1[j] += w1 * v
-            a2[j] += w2 * v
-            a3[j] += w3 * v
+        _fma4x1(a0, a1, a2, a3, xf[off[t]:off[t] + length], k0[t], k1[t], k2[t], k3[t], length)
 
 
 @compiled(parallel_min=1 << 12, fastmath=("contract", "reassoc"))
