@@ -519,9 +519,12 @@ def _train_pool_planes(x3, x, yp, idx, gamma, beta, mean, invstd, rmean, rvar, m
 
 # The first argument is the pooled gradient, a quarter of the input the work scales with.
 @compiled(parallel_min=_PAR // 4)
-def _backward_pool_planes(grad, idx, yp, x, gamma, mean, invstd, s, need_dx, dgamma, dbeta, dx):
-    # grad, idx, yp (N, C, OH, OW): the pooled gradient, winners and values; x, dx (N, C, H, W).
-    # Thread owns channel c: dx[:, c], dgamma[c], dbeta[c].
+def _backward_pool_planes(grad, idx, yp, x, x3, gamma, mean, invstd, s, need_dx, dgamma, dbeta,
+                          dx, dx3):
+    # grad, idx, yp (N, C, OH, OW): the pooled gradient, winners and values; x, dx (N, C, H, W),
+    # x3, dx3 their (N, C, H*W) views. Thread owns channel c: dx[:, c], dgamma[c], dbeta[c]. dx is
+    # written a whole plane per loop (row by row, 14 long, took 1.15x as long), then the winners'
+    # terms are added.
     n, nc, h, w = x.shape
     oh, ow = grad.shape[2], grad.shape[3]
     dt = x.dtype.type
@@ -543,11 +546,10 @@ def _backward_pool_planes(grad, idx, yp, x, gamma, mean, invstd, s, need_dx, dga
         k0, ca, cb = _grad_coeffs(x, c, sg, sgh, lo, gamma, invstd, True, dgamma, dbeta)
         if need_dx:
             for i0 in range(n):
-                plane, out = x[i0, c], dx[i0, c]
-                for r in range(h):
-                    xr, orow = plane[r], out[r]
-                    for q in range(w):
-                        orow[q] = k0 * (zero - ca - ((xr[q] - hi) - lo) * inv * cb)
+                xr, orow = x3[i0, c], dx3[i0, c]
+                for q in range(xr.size):
+                    orow[q] = k0 * (zero - ca - ((xr[q] - hi) - lo) * inv * cb)
+                out = dx[i0, c]
                 gp, yo, io = grad[i0, c], yp[i0, c], idx[i0, c]
                 for i in range(oh):
                     for j in range(ow):
@@ -628,8 +630,8 @@ def batchnorm_maxpool_train_forward(x, gamma, beta, running_mean, running_var, m
 def batchnorm_maxpool_backward(grad, idx, pooled, x, gamma, mean, invstd, act, slope, dgamma,
                                dbeta, need_dx):
     dx = np.empty_like(x) if need_dx else np.empty((1, 1, 1, 1), x.dtype)
-    _backward_pool_planes(grad, idx, pooled, x, gamma, mean, invstd, negative_scale(act, slope),
-                          bool(need_dx), dgamma, dbeta, dx)
+    _backward_pool_planes(grad, idx, pooled, x, _planes(x), gamma, mean, invstd,
+                          negative_scale(act, slope), bool(need_dx), dgamma, dbeta, dx, _planes(dx))
     return dx if need_dx else None
 
 
