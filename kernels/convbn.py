@@ -233,9 +233,9 @@ def _forward_phases(xs, offs, w4, c4, wq, s, pooled, idx, nchunk):
 @njit(**OPTIONS)
 def _fold(part, shift, w, gamma, beta, eps, m, w4, c4, mu, cov):
     # The batch statistics of z from the moments pass's partial sums (see the header), without the
-    # conv bias: returns (mean - b, var) per output channel, and fills mu, cov (float64, p shifted)
-    # and the folded weights w4 = a w, constants c4 = beta - a w . mu (x's dtype; w4 rows and c4
-    # past O stay zero). w (O, K); tap k reads input channel k // (K / C).
+    # conv bias: returns (mean - b, var, invstd) per output channel, and fills mu, cov (float64, p
+    # shifted) and the folded weights w4 = a w, constants c4 = beta - a w . mu (x's dtype; w4 rows
+    # and c4 past O stay zero). w (O, K); tap k reads input channel k // (K / C).
     nk = mu.size
     o_ = w.shape[0]
     total = part[0].copy()
@@ -250,6 +250,7 @@ def _fold(part, shift, w, gamma, beta, eps, m, w4, c4, mu, cov):
     per = nk // shift.size
     mean = np.zeros(o_)
     var = np.zeros(o_)
+    invstd = np.empty(o_)
     for o in range(o_):
         wo = w[o].astype(np.float64)
         wmu = 0.0
@@ -259,11 +260,12 @@ def _fold(part, shift, w, gamma, beta, eps, m, w4, c4, mu, cov):
             for k2 in range(nk):
                 var[o] += wo[k] * cov[k, k2] * wo[k2]
         var[o] = max(var[o], 0.0)
-        a = np.float64(gamma[o]) / np.sqrt(var[o] + eps)
+        invstd[o] = 1.0 / np.sqrt(var[o] + eps)
+        a = np.float64(gamma[o]) * invstd[o]   # as the backward computes it
         for k in range(nk):
             w4[o, k] = a * wo[k]
         c4[o] = np.float64(beta[o]) - a * wmu
-    return mean, var
+    return mean, var, invstd
 
 
 @njit(inline="always", **OPTIONS)
@@ -391,11 +393,10 @@ def conv_bn_maxpool_train_forward(x, w, b, padding, dilation, gamma, beta, runni
     mu = np.empty(nk)
     cov = np.empty((nk, nk))
     m = n * oh * ow
-    mean, var = _fold(part, shift, w.reshape(o, nk), gamma, beta, float(eps), float(m), w4, c4, mu,
-                      cov)
+    mean, var, invstd = _fold(part, shift, w.reshape(o, nk), gamma, beta, float(eps), float(m), w4,
+                              c4, mu, cov)
     if b is not None:
         mean += b
-    invstd = 1.0 / np.sqrt(var + eps)
     _update_running_np(running_mean, running_var, mean, var, m, momentum)
     pooled = np.empty((n, o, oh // 2, ow // 2), x.dtype)
     idx = np.empty(pooled.shape, np.uint8)
