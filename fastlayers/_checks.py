@@ -102,3 +102,21 @@ def choice(name, value, options):
     if value not in options:
         raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
     return value
+
+
+def state_array(name, value, like):
+    """``value`` (an array, a number, or a tensor with ``.numpy()``) checked to fit the array
+    ``like`` it will be copied into: numeric, of ``like``'s shape, and integral when ``like`` is."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value) if isinstance(value, (np.ndarray, numbers.Number)) else None
+    if arr is None or arr.dtype.kind not in "biuf":
+        what = type(value).__name__ if arr is None else f"dtype {arr.dtype}"
+        raise TypeError(f"{name} must be a numeric array, got {what}")
+    if arr.shape != like.shape:
+        raise ValueError(f"{name} has shape {arr.shape}, expected {like.shape}")
+    if like.dtype.kind in "iu" and arr.dtype.kind not in "biu":
+        raise TypeError(f"{name} must hold integers (the buffer is {like.dtype}), got {arr.dtype}")
+    if like.dtype.kind == "f" and arr.dtype.kind == "b":
+        raise TypeError(f"{name} must hold numbers, got booleans")
+    return arr

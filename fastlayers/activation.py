@@ -15,22 +15,18 @@ class _Elementwise(Module):
     act = None
     slope = 0.0
 
-    def __init__(self):
-        super().__init__()
-        self._y = None
-
     def forward(self, x):
         x = _checks.float_array(x, "input", owner=type(self).__name__)
-        self._y = backend.ops().activation_forward(x, self.act, self.slope)
-        return self._y
+        y = backend.ops().activation_forward(x, self.act, self.slope)
+        self._cache = y
+        return y
 
     def backward(self, grad_output):
-        if self._y is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
-        g = _checks.float_array(grad_output, "grad_output", dtype=self._y.dtype,
+        y = self._saved()
+        g = _checks.float_array(grad_output, "grad_output", dtype=y.dtype,
                                 owner=type(self).__name__)
-        _checks.same_shape(self._y, g, type(self).__name__, "grad_output", "output")
-        return backend.ops().activation_backward(g, self._y, self.act, self.slope)
+        _checks.same_shape(y, g, type(self).__name__, "grad_output", "output")
+        return self._release(backend.ops().activation_backward(g, y, self.act, self.slope))
 
 
 class ReLU(_Elementwise):
@@ -73,7 +69,6 @@ class _RowWise(Module):
     def __init__(self, dim=-1):
         super().__init__()
         self.dim = _checks.integer("dim", dim, minimum=-(1 << 31))
-        self._y = None
 
     def _axis(self, x):
         if not -x.ndim <= self.dim < x.ndim:
@@ -93,19 +88,17 @@ class _RowWise(Module):
         axis = self._axis(x)
         rows, moved = self._rows(x, axis)
         y = getattr(backend.ops(), self._fwd)(rows)
-        self._y = (y, moved, axis)
+        self._cache = (y, moved, axis)
         return np.ascontiguousarray(np.moveaxis(y.reshape(moved), -1, axis))
 
     def backward(self, grad_output):
-        if self._y is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
-        y, moved, axis = self._y
+        y, moved, axis = self._saved()
         g = _checks.float_array(grad_output, "grad_output", dtype=y.dtype, owner=type(self).__name__)
         if np.moveaxis(g, axis, -1).shape != moved:
             raise ValueError(f"{type(self).__name__}: grad_output shape {g.shape} does not match "
                              f"the output")
         dx = getattr(backend.ops(), self._bwd)(self._rows(g, axis)[0], y)
-        return np.ascontiguousarray(np.moveaxis(dx.reshape(moved), -1, axis))
+        return self._release(np.ascontiguousarray(np.moveaxis(dx.reshape(moved), -1, axis)))
 
     def extra_repr(self):
         return f"dim={self.dim}"

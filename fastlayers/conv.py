@@ -139,31 +139,28 @@ class Conv2d(Module):
         return pooled
 
     def backward(self, grad_output):
-        if self._cache is None:
-            raise RuntimeError("Conv2d.backward() called before forward()")
-        x, block = self._cache    # block: what the fused step kept, None after a plain forward
+        x, block = self._saved()    # block: what the fused step kept, None after a plain forward
         g = _checks.float_array(grad_output, "grad_output", dtype=x.dtype, owner="Conv2d")
         expected = self.output_shape(x.shape) if block is None else block[3].shape
         if g.shape != expected:
             raise ValueError(f"Conv2d: grad_output must have shape {expected}, got {g.shape}")
         ops = backend.ops()
-        db = self.bias.grad if self.bias is not None else None
+        db = self.bias.grad_buffer() if self.bias is not None else None
         if block is not None:
             norm, act, slope, pooled, idx, mean, invstd, saved = block
             gamma, _ = norm._affine(x.dtype)
-            if norm.weight is not None:
-                dgamma, dbeta = norm.weight.grad, norm.bias.grad
-            else:
-                dgamma, dbeta = np.zeros_like(gamma), np.zeros_like(gamma)
+            dgamma, dbeta = norm._affine_grads(gamma)
             ops.conv_bn_maxpool_backward(g, idx, pooled, saved, self.weight.data, gamma, mean,
-                                         invstd, act, slope, self.weight.grad, db, dgamma, dbeta)
-            return None
+                                         invstd, act, slope, self.weight.grad_buffer(), db, dgamma,
+                                         dbeta)
+            return self._release(None)
         ops.conv2d_backward_weight(g, x, self.stride, self.padding, self.dilation,
-                                   self.weight.grad, db)
-        if not self.needs_input_grad:
-            return None
-        return ops.conv2d_backward_input(g, self.weight.data, x.shape, self.stride, self.padding,
-                                         self.dilation)
+                                   self.weight.grad_buffer(), db)
+        dx = None
+        if self.needs_input_grad:
+            dx = ops.conv2d_backward_input(g, self.weight.data, x.shape, self.stride, self.padding,
+                                           self.dilation)
+        return self._release(dx)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -193,7 +190,6 @@ class SimpleConv(Module):
     def __init__(self, kernel_size, dtype=np.float32):
         super().__init__()
         self.conv = Conv2d(1, 1, kernel_size, dtype=dtype)
-        self._ndim = None
 
     @property
     def kernel(self):
@@ -207,21 +203,20 @@ class SimpleConv(Module):
         x = _checks.float_array(x, "input", ndim=(2, 3), dtype=self.conv.weight.dtype,
                                 owner="SimpleConv")
         y = self.conv.forward(x.reshape((-1, 1) + x.shape[-2:]))
-        self._ndim = x.ndim
+        self._cache = x.ndim
         return y.reshape(y.shape[2:]) if x.ndim == 2 else y[:, 0]
 
     def backward(self, grad_output):
-        if self._ndim is None:
-            raise RuntimeError("SimpleConv.backward() called before forward()")
+        ndim = self._saved()
         g = np.asarray(grad_output)
-        if g.ndim != self._ndim:
-            raise ValueError(f"SimpleConv: grad_output must be {self._ndim}-D like the output, "
+        if g.ndim != ndim:
+            raise ValueError(f"SimpleConv: grad_output must be {ndim}-D like the output, "
                              f"got shape {g.shape}")
         self.conv.needs_input_grad = self.needs_input_grad
         dx = self.conv.backward(g.reshape((-1, 1) + g.shape[-2:]))
-        if dx is None:
-            return None
-        return dx.reshape(dx.shape[2:]) if self._ndim == 2 else dx[:, 0]
+        if dx is not None:
+            dx = dx.reshape(dx.shape[2:]) if ndim == 2 else dx[:, 0]
+        return self._release(dx)
 
     def extra_repr(self):
         return f"kernel_size={self.conv.kernel_size}"

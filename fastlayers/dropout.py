@@ -36,15 +36,13 @@ class _DropoutBase(Module):
 
     def backward(self, grad_output):
         owner = type(self).__name__
-        if self._cache is None:
-            raise RuntimeError(f"{owner}.backward() called before forward()")
-        shape, dtype, mask = self._cache
+        shape, dtype, mask = self._saved()
         g = _checks.float_array(grad_output, "grad_output", dtype=dtype, owner=owner)
         if g.shape != shape:
             raise ValueError(f"{owner}: grad_output must have shape {shape}, got {g.shape}")
-        if mask is None:
-            return g
-        return getattr(backend.ops(), self._bwd)(self._rows(g), mask, self.p).reshape(shape)
+        if mask is not None:
+            g = getattr(backend.ops(), self._bwd)(self._rows(g), mask, self.p).reshape(shape)
+        return self._release(g)
 
     def extra_repr(self):
         return f"p={self.p:g}"

@@ -1,4 +1,6 @@
 """Linear, Identity and Flatten."""
+import math
+
 import numpy as np
 
 from fastlayers import _checks, backend
@@ -58,17 +60,15 @@ class Linear(Module):
         return y.reshape(lead + (self.out_features,))
 
     def backward(self, grad_output):
-        if self._cache is None:
-            raise RuntimeError("Linear.backward() called before forward()")
-        x2, y, act, slope, lead = self._cache
+        x2, y, act, slope, lead = self._saved()
         g = _checks.float_array(grad_output, "grad_output", dtype=y.dtype, owner="Linear")
         if g.shape != lead + (self.out_features,):
             raise ValueError(f"Linear: grad_output must have shape {lead + (self.out_features,)}, "
                              f"got {g.shape}")
-        db = self.bias.grad if self.bias is not None else None
+        db = self.bias.grad_buffer() if self.bias is not None else None
         dx = backend.ops().linear_backward(g.reshape(y.shape), x2, self.weight.data, y, act, slope,
-                                           self.weight.grad, db, self.needs_input_grad)
-        return None if dx is None else dx.reshape(lead + (self.in_features,))
+                                           self.weight.grad_buffer(), db, self.needs_input_grad)
+        return self._release(None if dx is None else dx.reshape(lead + (self.in_features,)))
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -79,10 +79,12 @@ class Identity(Module):
     """Returns its input unchanged (a placeholder, as ``torch.nn.Identity``)."""
 
     def forward(self, x):
+        self._cache = True
         return x
 
     def backward(self, grad_output):
-        return grad_output
+        self._saved()
+        return self._release(grad_output)
 
 
 class Flatten(Module):
@@ -93,7 +95,6 @@ class Flatten(Module):
         super().__init__()
         self.start_dim = _checks.integer("start_dim", start_dim, minimum=-(1 << 31))
         self.end_dim = _checks.integer("end_dim", end_dim, minimum=-(1 << 31))
-        self._shape = None
 
     def forward(self, x):
         if not isinstance(x, np.ndarray):
@@ -103,13 +104,20 @@ class Flatten(Module):
         if not (-nd <= self.start_dim < nd and -nd <= self.end_dim < nd) or s > e:
             raise ValueError(f"Flatten: start_dim={self.start_dim}, end_dim={self.end_dim} are not a "
                              f"valid range for a {x.ndim}-D input")
-        self._shape = x.shape
+        self._cache = x.shape
         return x.reshape(x.shape[:s] + (-1,) + x.shape[e + 1:])
 
     def backward(self, grad_output):
-        if self._shape is None:
-            raise RuntimeError("Flatten.backward() called before forward()")
-        return grad_output.reshape(self._shape)
+        shape = self._saved()
+        if not isinstance(grad_output, np.ndarray):
+            raise TypeError(f"Flatten: grad_output must be a numpy.ndarray, got "
+                            f"{type(grad_output).__name__}")
+        s, e = self.start_dim % len(shape), self.end_dim % len(shape)
+        out_shape = shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:]
+        if grad_output.shape != out_shape:
+            raise ValueError(f"Flatten: grad_output must have the output's shape {out_shape}, got "
+                             f"{grad_output.shape}")
+        return self._release(grad_output.reshape(shape))
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

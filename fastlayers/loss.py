@@ -14,13 +14,19 @@ from kernels.softmax import MEAN, SUM
 _REDUCTIONS = {"mean": MEAN, "sum": SUM}
 
 
+def _float_probabilities(target, x):
+    """Whether ``target`` is meant as class probabilities (a float array of more than one
+    dimension); float class indices get the integer-dtype error of the labels check instead."""
+    return (isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.floating)
+            and (target.ndim != 1 or target.shape == x.shape))
+
+
 class _Loss(Module):
     def __init__(self, reduction="mean"):
         super().__init__()
         if reduction == "none":
             raise ValueError("reduction='none' is not supported: use 'mean' or 'sum'")
         self.reduction = _checks.choice("reduction", reduction, _REDUCTIONS)
-        self._grad = None
 
     def _input(self, x, ndim=None):
         return _checks.float_array(x, "input", ndim=ndim, owner=type(self).__name__)
@@ -30,15 +36,23 @@ class _Loss(Module):
         _checks.same_shape(x, t, type(self).__name__)
         return t
 
+    def _probabilities(self, a, name):
+        """Check that ``a`` holds values in [0, 1] (NaN included in the failures, as PyTorch)."""
+        if a.size and not (a.min() >= 0 and a.max() <= 1):
+            raise ValueError(f"{type(self).__name__}: all elements of {name} should be between 0 "
+                             f"and 1, got values in [{a.min():g}, {a.max():g}]"
+                             + (" (use BCEWithLogitsLoss on unnormalised scores)"
+                                if name == "input" else ""))
+
     def _finish(self, loss, grad):
-        self._grad = grad
+        self._cache = grad
         return float(loss)
 
     def backward(self, grad_output=1.0):
-        if self._grad is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
-        g = self._grad
-        return g if grad_output == 1.0 else g * g.dtype.type(grad_output)
+        """d(loss)/d(input), times ``grad_output`` (a finite real number)."""
+        g = self._saved()
+        scale = _checks.real("grad_output", grad_output)
+        return self._release(g if scale == 1.0 else g * g.dtype.type(scale))
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}"
@@ -59,9 +73,8 @@ class BCELoss(_Loss):
     def forward(self, input, target):
         x = self._input(input)
         t = self._float_target(x, target)
-        if x.size and (x.min() < 0 or x.max() > 1):
-            raise ValueError("BCELoss: all elements of input should be between 0 and 1 "
-                             "(use BCEWithLogitsLoss on unnormalised scores)")
+        self._probabilities(x, "input")
+        self._probabilities(t, "target")
         return self._finish(*backend.ops().bce_forward(x, t, _REDUCTIONS[self.reduction], True))
 
 
@@ -85,7 +98,7 @@ class CrossEntropyLoss(_Loss):
     def forward(self, input, target):
         x = self._input(input, ndim=2)
         red = _REDUCTIONS[self.reduction]
-        if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.floating):
+        if _float_probabilities(target, x):
             t = self._float_target(x, target)
             return self._finish(*backend.ops().cross_entropy_probs_forward(x, t, red, True))
         labels = _checks.class_labels(target, x.shape[0], x.shape[1], type(self).__name__)
@@ -115,13 +128,13 @@ class CrossEntropy(_Loss):
 
     def forward(self, input, target):
         p = self._input(input, ndim=2)
-        if p.size and (p.min() < 0 or p.max() > 1):
+        if p.size and not (p.min() >= 0 and p.max() <= 1):
             raise ValueError("CrossEntropy: input must hold probabilities in [0, 1] "
                              "(use CrossEntropyLoss on logits)")
         clipped = np.maximum(p, p.dtype.type(self.eps))
         logp = np.log(clipped)
         red = _REDUCTIONS[self.reduction]
-        if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.floating):
+        if _float_probabilities(target, p):
             t = self._float_target(p, target)
             scale = 1.0 / p.shape[0] if red == MEAN and p.shape[0] else 1.0
             loss = -(t * logp).sum(dtype=np.float64) * scale

@@ -3,33 +3,85 @@
 ``forward(x)`` caches what ``backward`` needs; ``backward(grad_output)`` returns the gradient of the
 input and *adds* each parameter's gradient into ``param.grad`` (call ``zero_grad()`` between steps).
 """
+from collections import namedtuple
+from collections.abc import Mapping
+
 import numpy as np
 
-from fastlayers import _checks
+from fastlayers import _checks, random
 
 
 class Parameter:
-    """A trainable array ``data`` and its gradient ``grad`` (same shape and dtype, zeros at first).
+    """A trainable array ``data`` and its gradient ``grad`` (same shape and dtype; zeros at first).
 
-    Optimizers may re-home ``data`` and ``grad`` as views into one flat buffer; code that updates a
-    parameter should therefore write into it (``p.data[...] = v``) rather than rebind it.
+    Both are plain attributes that may be rebound, as in PyTorch: layers and optimizers read them
+    at every call, so they always use the arrays the parameter holds now. Assignments are checked:
+    ``data`` must be a C-contiguous float32/float64 array; ``grad`` must be None or an array of
+    ``data``'s shape and dtype. Rebinding ``data`` to another shape or dtype drops a gradient that
+    no longer fits it (``grad`` becomes None). A None ``grad`` means "no gradient": optimizers skip
+    the parameter, and the next backward allocates a fresh one.
     """
 
-    __slots__ = ("data", "grad")
+    __slots__ = ("_data", "_grad")
 
     def __init__(self, data):
-        if not isinstance(data, np.ndarray):
-            raise TypeError(f"Parameter data must be a numpy.ndarray, got {type(data).__name__}")
-        _checks.float_dtype(data.dtype, "Parameter dtype")
-        self.data = np.ascontiguousarray(data)
-        self.grad = np.zeros_like(self.data)
+        self._grad = None
+        self.data = np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data
+        self._grad = np.zeros_like(self._data)
 
-    shape = property(lambda self: self.data.shape)
-    dtype = property(lambda self: self.data.dtype)
-    size = property(lambda self: self.data.size)
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"Parameter data must be a numpy.ndarray, got {type(value).__name__}")
+        _checks.float_dtype(value.dtype, "Parameter dtype")
+        if not value.flags.c_contiguous:
+            raise ValueError(f"Parameter data must be C-contiguous (np.ascontiguousarray), got an "
+                             f"array of shape {value.shape} with strides {value.strides}")
+        g = self._grad
+        if g is not None and (g.shape != value.shape or g.dtype != value.dtype):
+            self._grad = None
+        self._data = value
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"Parameter grad must be a numpy.ndarray or None, got "
+                                f"{type(value).__name__}")
+            if value.shape != self._data.shape or value.dtype != self._data.dtype:
+                raise ValueError(f"Parameter grad must have the data's shape {self._data.shape} and "
+                                 f"dtype {self._data.dtype}, got {value.shape} {value.dtype}")
+            if not value.flags.c_contiguous:
+                raise ValueError("Parameter grad must be C-contiguous (np.ascontiguousarray)")
+        self._grad = value
+
+    def grad_buffer(self):
+        """The array a backward adds this parameter's gradient into: ``grad``, allocated as zeros
+        when it is None."""
+        if self._grad is None:
+            self._grad = np.zeros_like(self._data)
+        return self._grad
+
+    shape = property(lambda self: self._data.shape)
+    dtype = property(lambda self: self._data.dtype)
+    size = property(lambda self: self._data.size)
 
     def __repr__(self):
-        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+        return f"Parameter(shape={self._data.shape}, dtype={self._data.dtype})"
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+# What a module's ``_cache`` holds once a backward has used it (None: no forward yet).
+_USED = "used by backward"
 
 
 class Module:
@@ -51,6 +103,7 @@ class Module:
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_cache", None)
 
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
@@ -86,6 +139,24 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+    def _saved(self):
+        """The cache of the last forward, for ``backward``; a clear error when there was no forward
+        or a backward has used it already (gradients would be added twice)."""
+        cache = self.__dict__.get("_cache")
+        if cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
+        if cache is _USED:
+            raise RuntimeError(f"{type(self).__name__}.backward() called a second time after one "
+                               f"forward(): gradients would be added twice (PyTorch: \"Trying to "
+                               f"backward through the graph a second time\"); run forward() again")
+        return cache
+
+    def _release(self, result):
+        """Mark the forward's cache used (and free it); returns ``result``. A backward calls this
+        last, once nothing can fail any more."""
+        object.__setattr__(self, "_cache", _USED)
+        return result
 
     # ------------------------------------------------------------------------------------ traversal
 
@@ -145,10 +216,14 @@ class Module:
     def eval(self):
         return self.train(False)
 
-    def zero_grad(self):
-        """Set every parameter's gradient to zero."""
+    def zero_grad(self, set_to_none=False):
+        """Set every parameter's gradient to zero, or to None with ``set_to_none`` (PyTorch's
+        default is True; filling keeps the arrays, which the next backward reuses)."""
         for p in self.parameters():
-            p.grad.fill(0)
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.fill(0)
 
     def state_dict(self):
         """A dict of copies of every parameter and buffer, by dotted name."""
@@ -157,46 +232,46 @@ class Module:
         return state
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays from ``state_dict`` into the parameters and buffers, in place.
+        """Copy arrays from ``state_dict`` into the parameters and buffers, in place (values are
+        cast to the module's dtypes, as PyTorch's ``copy_`` does).
 
-        Everything is checked before anything is written: a missing or unexpected key (with
-        ``strict``), a shape mismatch or a non-array value raises and leaves the module unchanged.
+        Everything is checked before anything is written: a non-mapping argument, a missing or
+        unexpected key (with ``strict``), a value that is not a numeric array, a shape mismatch, or
+        a float value for an integer buffer raises and leaves the module unchanged.
         Returns ``(missing_keys, unexpected_keys)``.
         """
-        own = dict(self.named_parameters())
-        own_params = set(own)
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"load_state_dict expects a mapping of names to arrays (e.g. a "
+                            f"state_dict()), got {type(state_dict).__name__}")
+        if not isinstance(strict, bool):
+            raise TypeError(f"load_state_dict: strict must be a bool, got {strict!r}")
+        own = {name: p.data for name, p in self.named_parameters()}
         own.update(self.named_buffers())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
             raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        for key, value in state_dict.items():
-            if key not in own:
-                continue
-            value = np.asarray(value)
-            if value.shape != own[key].shape:
-                raise ValueError(f"load_state_dict: {key!r} has shape {value.shape}, "
-                                 f"the module expects {own[key].shape}")
-            if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
-                raise TypeError(f"load_state_dict: {key!r} must be numeric, got {value.dtype}")
-        for key, value in state_dict.items():
-            if key in own_params:
-                own[key].data[...] = value
-            elif key in own:
-                own[key][...] = value
-        return missing, unexpected
+        staged = [(own[key], _checks.state_array(f"load_state_dict: {key!r}", value, own[key]))
+                  for key, value in state_dict.items() if key in own]
+        for target, value in staged:
+            np.copyto(target, value, casting="unsafe")
+        return IncompatibleKeys(missing, unexpected)
 
     def to(self, dtype):
         """Convert every parameter (with its gradient) and floating buffer to ``dtype`` (float32 or
-        float64). Do this before creating an optimizer: it re-allocates the arrays."""
+        float64). Optimizers follow: their state is converted at the next step."""
         dtype = _checks.float_dtype(dtype)
         for module in self.modules():
             for p in module._parameters.values():
+                if p is None or p.dtype == dtype:
+                    continue
+                g = p.grad
                 p.data = p.data.astype(dtype)
-                p.grad = p.grad.astype(dtype)
+                p.grad = None if g is None else g.astype(dtype)
             for name, b in list(module._buffers.items()):
-                if b is not None and np.issubdtype(b.dtype, np.floating):
+                if b is not None and np.issubdtype(b.dtype, np.floating) and b.dtype != dtype:
                     setattr(module, name, b.astype(dtype))
+            object.__setattr__(module, "_cache", None)
         return self
 
     def float(self):
@@ -236,7 +311,6 @@ class Sequential(Module):
         super().__init__()
         for m in modules:
             self.append(m)
-        self._steps = []
 
     def append(self, module):
         if not isinstance(module, Module):
@@ -261,6 +335,16 @@ class Sequential(Module):
         return mods[index]
 
     def forward(self, x):
+        undo = self._undo_log()
+        try:
+            x, steps = self._run(x)
+        except BaseException:
+            _undo(undo)
+            raise
+        object.__setattr__(self, "_cache", steps)
+        return x
+
+    def _run(self, x):
         mods = list(self._modules.values())
         steps = []
         i = 0
@@ -283,15 +367,30 @@ class Sequential(Module):
                 x = m.forward(x)
                 i += 1
             steps.append(m)
-        self._steps = steps
-        return x
+        return x, steps
+
+    def _undo_log(self):
+        """What a forward of this container can change: every descendant's cache, the buffers a
+        training forward updates in place (running statistics), and the dropout counter. A
+        failed forward puts them back, so it changes nothing."""
+        mods = list(self.modules())
+        buffers = [(b, b.copy()) for b in self.buffers()] if self.training else []
+        return [(m, m.__dict__.get("_cache")) for m in mods], buffers, random.get_counter()
 
     def backward(self, grad_output):
-        if not self._steps:
-            raise RuntimeError("Sequential.backward() called before forward()")
+        steps = self._saved()
         g = grad_output
-        for m in reversed(self._steps):
+        for m in reversed(steps):
             g = m.backward(g)
             if g is None:
-                return None
-        return g
+                break
+        return self._release(g)
+
+
+def _undo(log):
+    caches, buffers, counter = log
+    for m, cache in caches:
+        object.__setattr__(m, "_cache", cache)
+    for b, saved in buffers:
+        b[...] = saved
+    random.set_counter(counter)

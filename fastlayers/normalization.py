@@ -65,6 +65,13 @@ class _BatchNorm(Module):
         c = self.num_features
         return np.ones(c, dtype), np.zeros(c, dtype)
 
+    def _affine_grads(self, gamma):
+        """The arrays a backward adds the scale and shift gradients into (scratch when not
+        ``affine``)."""
+        if self.weight is not None:
+            return self.weight.grad_buffer(), self.bias.grad_buffer()
+        return np.zeros_like(gamma), np.zeros_like(gamma)
+
     def _batch_stats(self):
         """Whether a forward normalises with the batch's own statistics."""
         return self.training or self.running_mean is None
@@ -138,9 +145,7 @@ class _BatchNorm(Module):
 
     def backward(self, grad_output):
         owner = type(self).__name__
-        if self._cache is None:
-            raise RuntimeError(f"{owner}.backward() called before forward()")
-        x, y, out, mean, invstd, act, slope, batch_stats, idx = self._cache
+        x, y, out, mean, invstd, act, slope, batch_stats, idx = self._saved()
         g = _checks.float_array(grad_output, "grad_output", dtype=x.dtype, owner=owner)
         if g.shape != out.shape:
             raise ValueError(f"{owner}: grad_output must have shape {out.shape}, got {g.shape}")
@@ -149,15 +154,14 @@ class _BatchNorm(Module):
             g = ops.activation_backward(g, out, act, slope)
             act, slope = IDENTITY, 0.0
         gamma, _ = self._affine(x.dtype)
-        if self.weight is not None:
-            dgamma, dbeta = self.weight.grad, self.bias.grad
-        else:
-            dgamma, dbeta = np.zeros_like(gamma), np.zeros_like(gamma)
+        dgamma, dbeta = self._affine_grads(gamma)
         if idx is not None:
-            return ops.batchnorm_maxpool_backward(g, idx, y, x, gamma, mean, invstd, act, slope,
-                                                  dgamma, dbeta, self.needs_input_grad)
-        return ops.batchnorm_backward(g, x, y, gamma, mean, invstd, act, slope, batch_stats,
-                                      dgamma, dbeta, self.needs_input_grad)
+            dx = ops.batchnorm_maxpool_backward(g, idx, y, x, gamma, mean, invstd, act, slope,
+                                                dgamma, dbeta, self.needs_input_grad)
+        else:
+            dx = ops.batchnorm_backward(g, x, y, gamma, mean, invstd, act, slope, batch_stats,
+                                        dgamma, dbeta, self.needs_input_grad)
+        return self._release(dx)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum}, "

@@ -1,134 +1,335 @@
-"""Optimizers with torch.optim's formulas: SGD (momentum, Nesterov, weight decay), RMSprop, Adam, NAdam.
+"""Optimizers with torch.optim's formulas and contract: SGD (momentum, Nesterov, weight decay),
+RMSprop, Adam (amsgrad), NAdam.
 
-An optimizer packs its parameters into one contiguous buffer (and their gradients into another),
-re-homing every ``Parameter.data`` and ``.grad`` as a view into it, so a step is one compiled call
-over one array and ``zero_grad`` is one fill. Parameters that already are consecutive views of one
-buffer (e.g. packed by an earlier optimizer over the same model) are used as they are.
-Convert a model's dtype (``.to``) before creating its optimizer.
+An optimizer holds the :class:`~fastlayers.Parameter` objects, never copies of their arrays: every
+``step()`` reads each parameter's ``data`` and ``grad`` as they are now and updates ``data`` in
+place, one compiled call per parameter (the "foreach" shape of PyTorch's multi-tensor optimizers).
+So a parameter shared by two optimizers, a rebound ``p.data``/``p.grad`` and a model converted with
+``.to()`` all train as in PyTorch, and a parameter whose ``grad`` is None is skipped. Per-parameter
+calls cost 1-4% of a step over one packed buffer at the speed-run models' sizes
+(docs/benchmarks.md), and need no re-homing of anyone's arrays.
+
+Parameters come in groups (``param_groups``: dicts of ``params`` and hyperparameters, writable
+between steps); per-parameter state (``state[p]``: ``step``, ``exp_avg``, ...) is created at a
+parameter's first step, in its shape and dtype, as PyTorch's is. ``state_dict()`` follows PyTorch's
+layout: ``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}``.
+
+Every step checks all groups' hyperparameters and every parameter first, and only then writes, so a
+step that raises changes nothing.
 
 The notebooks' names stay available: ``Momentum`` is SGD with momentum 0.9 by default, and ``Nadam``
 is :class:`NAdam`.
 """
+from collections.abc import Iterable, Mapping
+
 import numpy as np
 
 from fastlayers import _checks, backend
 from fastlayers.module import Parameter
 
 
-def _pack(params):
-    """One flat data buffer and one flat grad buffer holding ``params`` in order."""
-    first = params[0]
-    base, gbase = first.data.base, first.grad.base
-    offset = 0
-    consecutive = base is not None and gbase is not None and base.ndim == 1
-    for p in params:
-        consecutive = (consecutive and p.data.base is base and p.grad.base is gbase
-                       and p.data.ctypes.data == base.ctypes.data + offset * base.itemsize
-                       and p.grad.ctypes.data == gbase.ctypes.data + offset * gbase.itemsize)
-        offset += p.size
-    if consecutive and offset == base.size == gbase.size:
-        return base, gbase
-    flat = np.empty(offset, first.dtype)
-    gflat = np.empty(offset, first.dtype)
-    offset = 0
-    for p in params:
-        n = p.size
-        flat[offset:offset + n] = p.data.reshape(-1)
-        gflat[offset:offset + n] = p.grad.reshape(-1)
-        p.data = flat[offset:offset + n].reshape(p.shape)
-        p.grad = gflat[offset:offset + n].reshape(p.shape)
-        offset += n
-    return flat, gflat
+def _lr(name, lr):
+    return _checks.real(name, lr, low=0.0, low_open=True)
+
+
+def _nonneg(name, value):
+    return _checks.real(name, value, low=0.0)
+
+
+def _any_real(name, value):
+    return _checks.real(name, value)
+
+
+def _unit(name, value):
+    return _checks.real(name, value, 0.0, 1.0)
+
+
+def _flag(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def _betas(name, betas):
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"{name} must be a pair (beta1, beta2), got {betas!r}")
+    return tuple(_checks.real(f"{name}[{i}]", b, 0.0, 1.0, high_open=True)
+                 for i, b in enumerate(betas))
+
+
+def _step_count(name, value):
+    """A step count: a non-negative integer (an integral float, as PyTorch saves it, is accepted)."""
+    v = np.asarray(value)
+    if v.shape != () or v.dtype.kind not in "iuf" or not np.isfinite(v) or v != np.floor(v) or v < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(v)
 
 
 class Optimizer:
-    """Base class: holds the packed parameters, the step count and the state arrays."""
+    """Base class: parameter groups, per-parameter state, checked steps.
 
-    def __init__(self, params, state_names):
+    A subclass names its hyperparameters and their checks in ``_HYPER`` (name -> check(name,
+    value)), the per-parameter arrays it keeps in ``_ARRAYS`` and implements ``_update``.
+    """
+
+    _HYPER = {"lr": _lr}
+    _ARRAYS = ()
+    _SCALARS = ()
+
+    def __init__(self, params, defaults):
+        self.defaults = self._check_group(defaults, "")
+        self.param_groups = []
+        self.state = {}
+        if isinstance(params, (Parameter, Mapping)) or not isinstance(params, Iterable):
+            raise TypeError(f"{type(self).__name__} expects an iterable of Parameters or of "
+                            f"parameter-group dicts, got {type(params).__name__}")
+        groups = list(params)
+        if not groups:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+        if not all(isinstance(g, Mapping) for g in groups):
+            groups = [{"params": groups}]
+        staged = []
+        for g in groups:
+            staged.append(self._new_group(g, staged))
+        self.param_groups = staged
+
+    # ------------------------------------------------------------------------------ groups
+
+    def _check_group(self, group, where):
+        """The group's hyperparameters, each checked (``where`` prefixes the names in errors)."""
+        out = {}
+        for name, check in self._HYPER.items():
+            if name not in group:
+                raise KeyError(f"{type(self).__name__}: parameter group is missing {name!r}")
+            out[name] = check(f"{where}{name}", group[name])
+        self._check_combination(out, where)
+        return out
+
+    def _check_combination(self, hyper, where):
+        """Constraints between hyperparameters (subclasses override)."""
+
+    def _new_group(self, group, others):
+        """A checked copy of ``group`` (a dict with ``params``), its missing hyperparameters taken
+        from the defaults; nothing is registered until every group passed."""
+        name = type(self).__name__
+        if not isinstance(group, Mapping):
+            raise TypeError(f"{name}: a parameter group must be a dict, got {type(group).__name__}")
+        if "params" not in group:
+            raise KeyError(f"{name}: a parameter group needs a 'params' entry")
+        params = group["params"]
+        if isinstance(params, Parameter):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError(f"{name}: parameters must be given in a fixed order (a list), not a set")
+        elif not isinstance(params, Iterable) or isinstance(params, (str, bytes, Mapping)):
+            raise TypeError(f"{name}: 'params' must be a Parameter or an iterable of Parameters, "
+                            f"got {type(params).__name__}")
         params = list(params)
         if not params:
-            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+            raise ValueError(f"{name} got an empty parameter list")
         for p in params:
             if not isinstance(p, Parameter):
-                raise TypeError(f"{type(self).__name__} expects Parameters (e.g. "
-                                f"model.parameters()), got {type(p).__name__}")
-        if len({id(p) for p in params}) != len(params):
-            raise ValueError(f"{type(self).__name__}: a parameter appears more than once")
-        dtypes = {p.dtype for p in params}
-        if len(dtypes) > 1:
-            raise TypeError(f"{type(self).__name__}: all parameters must share one dtype, got "
-                            f"{sorted(str(d) for d in dtypes)}")
-        self.params = params
-        self.flat, self.flat_grad = _pack(params)
-        self.state = {name: np.zeros_like(self.flat) for name in state_names}
-        self.step_count = 0
+                raise TypeError(f"{name} expects Parameters (e.g. model.parameters()), got "
+                                f"{type(p).__name__}")
+        ids = {id(p) for p in params}
+        if len(ids) != len(params):
+            raise ValueError(f"{name}: a parameter appears more than once in a group")
+        if any(id(p) in ids for g in list(self.param_groups) + list(others) for p in g["params"]):
+            raise ValueError(f"{name}: some parameters appear in more than one parameter group")
+        merged = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
+        index = len(self.param_groups) + len(others)
+        return {"params": params, **merged, **self._check_group(merged, f"param_groups[{index}].")}
 
-    def zero_grad(self):
-        """Set every parameter's gradient to zero (one fill of the packed buffer)."""
-        self.flat_grad.fill(0)
+    def add_param_group(self, param_group):
+        """Add a group (a dict with ``params`` and any hyperparameters to override), e.g. layers
+        unfrozen during fine-tuning, as ``torch.optim.Optimizer.add_param_group``."""
+        self.param_groups.append(self._new_group(param_group, []))
 
-    def step(self):
-        self.step_count += 1
-        self._update(backend.ops())
+    # ------------------------------------------------------------------------------ steps
 
-    def _update(self, ops):
-        raise NotImplementedError
+    def zero_grad(self, set_to_none=False):
+        """Zero every parameter's gradient, or set it to None with ``set_to_none`` (PyTorch's
+        default is True; filling keeps the arrays, which the next backward reuses)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.fill(0)
 
-    def state_dict(self):
-        """Copies of the state arrays and the step count."""
-        state = {k: v.copy() for k, v in self.state.items()}
-        state["step_count"] = np.array(self.step_count)
+    def step(self, closure=None):
+        """Update every parameter that has a gradient. ``closure``, if given, is called first (it
+        re-evaluates the model and returns the loss, which ``step`` returns)."""
+        loss = closure() if closure is not None else None
+        work = []
+        for i, group in enumerate(self.param_groups):
+            hyper = self._check_group(group, f"param_groups[{i}].")
+            for p in group["params"]:
+                if p.grad is not None:
+                    work.append((p, hyper, self._checked_state(p)))
+        ops = backend.ops()
+        for p, hyper, state in work:
+            self._update(ops, p, hyper, self._state_for(p, state))
+        return loss
+
+    def _checked_state(self, p):
+        """``p``'s state after checking that it still fits ``p`` (None: no state yet)."""
+        state = self.state.get(p)
+        if state is not None:
+            for k in self._ARRAYS:
+                a = state.get(k)
+                if a is not None and a.shape != p.shape:
+                    raise RuntimeError(f"{type(self).__name__}.step(): the state {k!r} of a parameter "
+                                       f"has shape {a.shape} but the parameter now has shape "
+                                       f"{p.shape}; a parameter rebound to another shape needs a "
+                                       f"new optimizer")
         return state
 
-    def load_state_dict(self, state):
-        """Restore what :meth:`state_dict` returned (checked before anything is written)."""
-        want = set(self.state) | {"step_count"}
-        if set(state) != want:
-            raise KeyError(f"{type(self).__name__}.load_state_dict: expected keys {sorted(want)}, "
-                           f"got {sorted(state)}")
-        for k in self.state:
-            if np.shape(state[k]) != self.flat.shape:
-                raise ValueError(f"{type(self).__name__}.load_state_dict: {k!r} has shape "
-                                 f"{np.shape(state[k])}, expected {self.flat.shape}")
-        for k in self.state:
-            self.state[k][...] = state[k]
-        self.step_count = int(state["step_count"])
+    def _state_for(self, p, state):
+        """``p``'s state, created at its first step and converted to its dtype when the parameter
+        changed dtype (``model.to``)."""
+        if state is None:
+            state = self.state[p] = {"step": 0}
+        for k, a in state.items():
+            if isinstance(a, np.ndarray) and a.dtype != p.dtype:
+                state[k] = a.astype(p.dtype)
+        return state
+
+    def _array(self, state, name, p):
+        """State array ``name`` of ``p``, flat; zeros when it does not exist yet."""
+        a = state.get(name)
+        if a is None:
+            a = state[name] = np.zeros_like(p.data)
+        return a.reshape(-1)
+
+    def _update(self, ops, p, hyper, state):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------ state
+
+    def _indexed(self):
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def state_dict(self):
+        """Copies of the per-parameter state and the groups' hyperparameters, keyed as PyTorch's:
+        parameters are numbered in group order."""
+        index = {id(p): i for i, p in enumerate(self._indexed())}
+        state = {index[id(p)]: {k: (v.copy() if isinstance(v, np.ndarray) else v)
+                                for k, v in s.items()}
+                 for p, s in self.state.items() if id(p) in index}
+        groups = [{**{k: v for k, v in g.items() if k != "params"},
+                   "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore what :meth:`state_dict` returned, for the same parameters in the same groups.
+        Every key, type, shape and step count is checked before anything is written."""
+        name = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{name} expects a mapping (a state_dict()), got "
+                            f"{type(state_dict).__name__}")
+        if set(state_dict) != {"state", "param_groups"}:
+            raise KeyError(f"{name}: expected the keys 'state' and 'param_groups', got "
+                           f"{sorted(map(str, state_dict))}")
+        groups, state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(groups, (list, tuple)) or len(groups) != len(self.param_groups):
+            raise ValueError(f"{name}: 'param_groups' must be a list of {len(self.param_groups)} "
+                             f"groups, got {groups!r:.80}")
+        new_groups = []
+        offset = 0
+        for i, (saved, own) in enumerate(zip(groups, self.param_groups)):
+            if not isinstance(saved, Mapping) or "params" not in saved:
+                raise TypeError(f"{name}: param_groups[{i}] must be a dict with 'params'")
+            n = len(own["params"])
+            if list(saved["params"]) != list(range(offset, offset + n)):
+                raise ValueError(f"{name}: param_groups[{i}] holds parameters {saved['params']!r:.80}"
+                                 f", this optimizer's group {i} has {n} (indices {offset}.."
+                                 f"{offset + n - 1})")
+            offset += n
+            merged = {**own, **{k: v for k, v in saved.items() if k != "params"}}
+            hyper = self._check_group(merged, f"{name}: param_groups[{i}].")
+            new_groups.append({**merged, **hyper, "params": own["params"]})
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{name}: 'state' must be a dict of parameter index -> dict, got "
+                            f"{type(state).__name__}")
+        params = self._indexed()
+        new_state = {}
+        for key, entry in state.items():
+            idx = _index(key)
+            if idx is None or idx >= len(params):
+                raise KeyError(f"{name}: state key {key!r} is not a parameter index in "
+                               f"[0, {len(params)})")
+            new_state[params[idx]] = self._checked_entry(f"{name}: state[{idx}]", entry,
+                                                         params[idx])
+        for g, new in zip(self.param_groups, new_groups):
+            g.clear()
+            g.update(new)
+        self.state = new_state
+
+    def _checked_entry(self, where, entry, p):
+        """A copy of one parameter's saved state, checked to fit ``p``."""
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
+        known = {"step"} | set(self._ARRAYS) | set(self._SCALARS)
+        unknown = set(entry) - known
+        if unknown:
+            raise KeyError(f"{where}: unexpected entries {sorted(map(str, unknown))} (a "
+                           f"{type(self).__name__} keeps {sorted(known)})")
+        out = {"step": _step_count(f"{where}['step']", entry.get("step", 0))}
+        for k in self._SCALARS:
+            if k in entry:
+                out[k] = _checks.real(f"{where}[{k!r}]", _scalar(entry[k]))
+        for k in self._ARRAYS:
+            if k in entry and entry[k] is not None:
+                a = _checks.state_array(f"{where}[{k!r}]", entry[k], p.data)
+                out[k] = np.array(a, dtype=p.dtype)
+        return out
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v}" for k, v in self.defaults.items())
-        return f"{type(self).__name__}({args})"
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {g[k]}" for k in sorted(g) if k != "params"]
+        return "\n".join(lines + [")"])
 
 
-def _lr(lr):
-    return _checks.real("lr", lr, low=0.0, low_open=True)
+def _index(key):
+    """A state key as a parameter index (an int, or its decimal string, as files store keys)."""
+    if isinstance(key, str):
+        return int(key) if key.isdigit() else None
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and key >= 0:
+        return int(key)
+    return None
 
 
-def _betas(betas):
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    return tuple(_checks.real(f"betas[{i}]", b, 0.0, 1.0, high_open=True)
-                 for i, b in enumerate(betas))
+def _scalar(value):
+    v = np.asarray(value)
+    return v.item() if v.shape == () and v.dtype.kind in "iuf" else value
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent, optionally with momentum (``v = momentum v + (1 - dampening) g``,
     ``p -= lr v``), Nesterov momentum, and L2 weight decay added to the gradient."""
 
+    _HYPER = {"lr": _lr, "momentum": _nonneg, "dampening": _any_real, "weight_decay": _nonneg,
+              "nesterov": _flag}
+    _ARRAYS = ("momentum_buffer",)
+
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False):
-        self.defaults = dict(lr=_lr(lr), momentum=_checks.real("momentum", momentum, low=0.0),
-                             dampening=_checks.real("dampening", dampening),
-                             weight_decay=_checks.real("weight_decay", weight_decay, low=0.0),
-                             nesterov=bool(nesterov))
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
-        super().__init__(params, ["momentum_buffer"] if momentum else [])
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov))
 
-    def _update(self, ops):
-        d = self.defaults
-        buf = self.state.get("momentum_buffer", self.flat[:0])
-        ops.sgd_step(self.flat, self.flat_grad, buf, d["lr"], d["momentum"], d["dampening"],
-                     d["weight_decay"], d["nesterov"], self.step_count == 1)
+    def _check_combination(self, h, where):
+        if h["nesterov"] and (h["momentum"] <= 0 or h["dampening"] != 0):
+            raise ValueError(f"{where}nesterov momentum requires momentum > 0 and dampening = 0")
+
+    def _update(self, ops, p, h, state):
+        state["step"] += 1
+        first = h["momentum"] != 0 and state.get("momentum_buffer") is None
+        buf = self._array(state, "momentum_buffer", p) if h["momentum"] else p.data.reshape(-1)[:0]
+        ops.sgd_step(p.data.reshape(-1), p.grad.reshape(-1), buf, h["lr"], h["momentum"],
+                     h["dampening"], h["weight_decay"], h["nesterov"], first)
 
 
 class Momentum(SGD):
@@ -142,75 +343,72 @@ class Momentum(SGD):
 class RMSprop(Optimizer):
     """RMSprop: divides the gradient by a running root-mean-square (eps added after the root)."""
 
+    _HYPER = {"lr": _lr, "alpha": _unit, "eps": _nonneg, "weight_decay": _nonneg,
+              "momentum": _nonneg, "centered": _flag}
+    _ARRAYS = ("square_avg", "momentum_buffer", "grad_avg")
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False):
-        self.defaults = dict(lr=_lr(lr), alpha=_checks.real("alpha", alpha, 0.0, 1.0),
-                             eps=_checks.real("eps", eps, low=0.0),
-                             weight_decay=_checks.real("weight_decay", weight_decay, low=0.0),
-                             momentum=_checks.real("momentum", momentum, low=0.0),
-                             centered=bool(centered))
-        names = ["square_avg"] + (["grad_avg"] if centered else []) + (
-            ["momentum_buffer"] if momentum else [])
-        super().__init__(params, names)
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered))
 
-    def _update(self, ops):
-        d, s, empty = self.defaults, self.state, self.flat[:0]
-        ops.rmsprop_step(self.flat, self.flat_grad, s["square_avg"], s.get("grad_avg", empty),
-                         s.get("momentum_buffer", empty), d["lr"], d["alpha"], d["eps"],
-                         d["weight_decay"], d["momentum"], d["centered"])
+    def _update(self, ops, p, h, state):
+        state["step"] += 1
+        empty = p.data.reshape(-1)[:0]
+        gavg = self._array(state, "grad_avg", p) if h["centered"] else empty
+        buf = self._array(state, "momentum_buffer", p) if h["momentum"] else empty
+        ops.rmsprop_step(p.data.reshape(-1), p.grad.reshape(-1), self._array(state, "square_avg", p),
+                         gavg, buf, h["lr"], h["alpha"], h["eps"], h["weight_decay"], h["momentum"],
+                         h["centered"])
 
 
 class Adam(Optimizer):
     """Adam with bias correction; ``weight_decay`` is L2 added to the gradient (as torch.optim.Adam);
     ``amsgrad`` keeps the maximum of the second moments."""
 
+    _HYPER = {"lr": _lr, "betas": _betas, "eps": _nonneg, "weight_decay": _nonneg,
+              "amsgrad": _flag}
+    _ARRAYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False):
-        self.defaults = dict(lr=_lr(lr), betas=_betas(betas), eps=_checks.real("eps", eps, low=0.0),
-                             weight_decay=_checks.real("weight_decay", weight_decay, low=0.0),
-                             amsgrad=bool(amsgrad))
-        super().__init__(params, ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else []))
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad))
 
-    def _update(self, ops):
-        d, s = self.defaults, self.state
-        ops.adam_step(self.flat, self.flat_grad, s["exp_avg"], s["exp_avg_sq"],
-                      s.get("max_exp_avg_sq", self.flat[:0]), d["lr"], d["betas"][0], d["betas"][1],
-                      d["eps"], d["weight_decay"], self.step_count, d["amsgrad"])
+    def _update(self, ops, p, h, state):
+        state["step"] += 1
+        vmax = self._array(state, "max_exp_avg_sq", p) if h["amsgrad"] else p.data.reshape(-1)[:0]
+        ops.adam_step(p.data.reshape(-1), p.grad.reshape(-1), self._array(state, "exp_avg", p),
+                      self._array(state, "exp_avg_sq", p), vmax, h["lr"], h["betas"][0],
+                      h["betas"][1], h["eps"], h["weight_decay"], state["step"], h["amsgrad"])
 
 
 class NAdam(Optimizer):
     """Adam with Nesterov momentum and PyTorch's momentum-decay schedule
-    ``mu_t = beta1 (1 - 0.5 * 0.96^(t * momentum_decay))``."""
+    ``mu_t = beta1 (1 - 0.5 * 0.96^(t * momentum_decay))``; each parameter keeps its own ``step``
+    and ``mu_product`` (the product of the mu_t so far), as in PyTorch."""
+
+    _HYPER = {"lr": _lr, "betas": _betas, "eps": _nonneg, "weight_decay": _nonneg,
+              "momentum_decay": _nonneg}
+    _ARRAYS = ("exp_avg", "exp_avg_sq")
+    _SCALARS = ("mu_product",)
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  momentum_decay=4e-3):
-        self.defaults = dict(lr=_lr(lr), betas=_betas(betas), eps=_checks.real("eps", eps, low=0.0),
-                             weight_decay=_checks.real("weight_decay", weight_decay, low=0.0),
-                             momentum_decay=_checks.real("momentum_decay", momentum_decay, low=0.0))
-        super().__init__(params, ["exp_avg", "exp_avg_sq"])
-        self.mu_product = 1.0
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay))
 
-    def _update(self, ops):
-        d, s, t = self.defaults, self.state, self.step_count
-        (b1, b2), lr, md = d["betas"], d["lr"], d["momentum_decay"]
+    def _update(self, ops, p, h, state):
+        t = state["step"] = state["step"] + 1
+        (b1, b2), lr, md = h["betas"], h["lr"], h["momentum_decay"]
         mu = b1 * (1.0 - 0.5 * 0.96 ** (t * md))
         mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * md))
-        self.mu_product *= mu
-        coef_g = lr * (1.0 - mu) / (1.0 - self.mu_product)
-        coef_m = lr * mu_next / (1.0 - self.mu_product * mu_next)
-        ops.nadam_step(self.flat, self.flat_grad, s["exp_avg"], s["exp_avg_sq"], b1, b2, d["eps"],
-                       d["weight_decay"], 1 - b2 ** t, coef_g, coef_m)
-
-    def state_dict(self):
-        state = super().state_dict()
-        state["mu_product"] = np.array(self.mu_product)
-        return state
-
-    def load_state_dict(self, state):
-        state = dict(state)
-        mu_product = float(state.pop("mu_product", 1.0))
-        super().load_state_dict(state)
-        self.mu_product = mu_product
+        mu_product = state["mu_product"] = state.get("mu_product", 1.0) * mu
+        coef_g = lr * (1.0 - mu) / (1.0 - mu_product)
+        coef_m = lr * mu_next / (1.0 - mu_product * mu_next)
+        ops.nadam_step(p.data.reshape(-1), p.grad.reshape(-1), self._array(state, "exp_avg", p),
+                       self._array(state, "exp_avg_sq", p), b1, b2, h["eps"], h["weight_decay"],
+                       1 - b2 ** t, coef_g, coef_m)
 
 
 Nadam = NAdam

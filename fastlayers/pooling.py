@@ -74,11 +74,9 @@ class MaxPool2d(_Pool2d):
         return y
 
     def backward(self, grad_output):
-        if self._cache is None:
-            raise RuntimeError("MaxPool2d.backward() called before forward()")
-        idx, x_shape, dtype = self._cache
+        idx, x_shape, dtype = self._saved()
         g = self._check_grad(grad_output, dtype, x_shape)
-        return backend.ops().maxpool2d_backward(g, idx, x_shape)
+        return self._release(backend.ops().maxpool2d_backward(g, idx, x_shape))
 
 
 class AvgPool2d(_Pool2d):
@@ -100,9 +98,7 @@ class AvgPool2d(_Pool2d):
         return backend.ops().avgpool2d_forward(x, self.kernel_size, self.stride, self.padding)
 
     def backward(self, grad_output):
-        if self._cache is None:
-            raise RuntimeError("AvgPool2d.backward() called before forward()")
-        x_shape, dtype = self._cache
+        x_shape, dtype = self._saved()
         g = self._check_grad(grad_output, dtype, x_shape)
-        return backend.ops().avgpool2d_backward(g, x_shape, self.kernel_size, self.stride,
-                                                self.padding)
+        return self._release(backend.ops().avgpool2d_backward(g, x_shape, self.kernel_size,
+                                                              self.stride, self.padding))

@@ -49,3 +49,12 @@ def set_state(state):
     rng = np.random.default_rng()
     rng.bit_generator.state = state["rng"]
     _state.update(seed=state["seed"], rng=rng, counter=state["counter"])
+
+
+def get_counter():
+    """The dropout stream's position (a failed forward restores it with :func:`set_counter`)."""
+    return _state["counter"]
+
+
+def set_counter(counter):
+    _state["counter"] = counter

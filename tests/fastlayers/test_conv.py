@@ -41,6 +41,7 @@ def test_parity_with_torch_module():
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(conv.weight.grad, tconv.weight.grad.numpy(), rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(conv.bias.grad, tconv.bias.grad.numpy(), rtol=1e-4, atol=1e-3)
+    conv(x)
     conv.backward(g)                                   # gradients accumulate, as in PyTorch
     np.testing.assert_allclose(conv.bias.grad, 2 * tconv.bias.grad.numpy(), rtol=1e-4, atol=1e-3)
 
@@ -160,17 +161,17 @@ def _first_block(c=2, o=5, dtype=np.float32, act=None, **conv_kwargs):
 def test_first_block_is_fused_only_when_it_can_be():
     x = np.random.default_rng(5).standard_normal((4, 2, 8, 8)).astype(np.float32)
     model = _first_block()
-    assert model(x).shape == (4, 5, 4, 4) and model._steps == [model[0]]
+    assert model(x).shape == (4, 5, 4, 4) and model._cache == [model[0]]
     model.eval()
     model(x)
-    assert model._steps == [model[0], model[1], model[3]]      # eval: the layers one by one
+    assert model._cache == [model[0], model[1], model[3]]      # eval: the layers one by one
     model.train()
     model[0].needs_input_grad = True                            # its input wants a gradient
     model(x)
-    assert model._steps == [model[0], model[1]]
+    assert model._cache == [model[0], model[1]]
     strided = _first_block(stride=2, padding=1)
     strided(x)
-    assert len(strided._steps) == 2
+    assert len(strided._cache) == 2
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky"])
@@ -189,12 +190,13 @@ def test_fused_first_block_equals_the_layers_one_by_one(act, conv_kwargs):
         outs = []
         for step in range(3):
             y = model(x)
+            steps = len(model._cache)
             opt.zero_grad()
             assert model.backward(np.sin(y + step)) is None
             outs += [y] + [p.grad.copy() for p in model.parameters()]
             opt.step()
         outs += [model[1].running_mean, model[1].running_var, model[1].num_batches_tracked]
-        runs.append((len(model._steps), outs))
+        runs.append((steps, outs))
     assert runs[0][0] == 1 and runs[1][0] == 2      # unfused: Conv2d, then BatchNorm2d's own fusion
     for a, e in zip(runs[0][1], runs[1][1]):
         np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-9)
@@ -214,7 +216,7 @@ def test_fused_first_block_matches_torch():
     for _ in range(2):
         x = (rng.random((8, 3, 10, 10)) * 3).astype(np.float32)
         y = model(x)
-        assert model._steps == [conv]
+        assert model._cache == [conv]
         ty = tmodel(torch.from_numpy(x))
         np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-4, atol=1e-4)
         g = rng.standard_normal(y.shape).astype(np.float32)

@@ -25,11 +25,11 @@ def test_inverted_scaling_and_backward_uses_the_forward_mask(p):
     kept = y != 0
     np.testing.assert_allclose(y[kept], x[kept] / (1 - p), rtol=1e-6)
     assert 0 < kept.mean() < 1
+    assert layer._cache[2].dtype == np.uint8  # a byte mask, not a float copy
     g = _x((64, 50), seed=1)
     dx = layer.backward(g)
     np.testing.assert_array_equal(dx != 0, kept)
     np.testing.assert_allclose(dx[kept], g[kept] / (1 - p), rtol=1e-6)
-    assert layer._cache[2].dtype == np.uint8  # a byte mask, not a float copy
 
 
 def test_keep_rate_within_binomial_bounds():
@@ -87,10 +87,10 @@ def test_dropout2d_drops_whole_channels(shape):
     assert (per_channel | ~planes.any(axis=2)).all()  # each channel all kept or all dropped
     assert 0 < per_channel.mean() < 1
     np.testing.assert_allclose(y[y != 0], 2 * x[y != 0], rtol=1e-6)
+    assert layer._cache[2].shape == (shape[0] * shape[1],)
     g = _x(shape, seed=2)
     dx = layer.backward(g)
     np.testing.assert_array_equal(dx != 0, y != 0)
-    assert layer._cache[2].shape == (shape[0] * shape[1],)
     layer.eval()
     assert layer(x) is x
 

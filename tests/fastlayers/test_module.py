@@ -134,14 +134,11 @@ def test_load_state_dict_round_trip_in_place():
     assert dst[2].stats is stats_obj
 
 
-def test_load_state_dict_reaches_optimizer_views():
+def test_load_state_dict_values_are_what_the_optimizer_steps():
     m = model()
     opt = fl.SGD(m.parameters(), lr=0.1)
     target = {k: np.full_like(v, 0.25) for k, v in m.state_dict().items()}
     m.load_state_dict(target)
-    np.testing.assert_array_equal(opt.flat, 0.25)
-    for p in m.parameters():
-        assert np.shares_memory(p.data, opt.flat)
     # a step moves the loaded values
     for p in m.parameters():
         p.grad[...] = 1

@@ -314,13 +314,13 @@ def test_bn_relu_maxpool_is_fused_in_training_only():
     layer, model = _bn_pool()
     x = np.random.default_rng(12).standard_normal((4, 3, 6, 6)).astype(np.float32)
     assert model(x).shape == (4, 3, 3, 3)
-    assert model._steps == [layer]              # one step: activation and pool folded in
+    assert model._cache == [layer]              # one step: activation and pool folded in
     model.eval()
     assert model(x).shape == (4, 3, 3, 3)
-    assert model._steps == [layer, model[2]]    # eval: running statistics, the pool on its own
+    assert model._cache == [layer, model[2]]    # eval: running statistics, the pool on its own
     _, model3 = _bn_pool(pool=3)
     model3(x)
-    assert len(model3._steps) == 2              # only 2x2 stride-2 pools fuse
+    assert len(model3._cache) == 2              # only 2x2 stride-2 pools fuse
 
 
 @pytest.mark.parametrize("act", [ReLU, lambda: LeakyReLU(0.1)])
@@ -328,7 +328,7 @@ def test_gradcheck_bn_relu_maxpool(act):
     _, model = _bn_pool(act, np.float64)
     x = np.random.default_rng(13).standard_normal((3, 3, 4, 5))
     result = gradcheck(model, x)
-    assert model._steps == [model[0]]
+    assert model._cache == [model[0]]
     assert result.ok, result
 
 
