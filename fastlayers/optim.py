@@ -80,6 +80,7 @@ class Optimizer:
         self.defaults = self._check_group(defaults, "")
         self.param_groups = []
         self.state = {}
+        self._checked = {}      # group index -> (hyperparameter values, their checked form)
         if isinstance(params, (Parameter, Mapping)) or not isinstance(params, Iterable):
             raise TypeError(f"{type(self).__name__} expects an iterable of Parameters or of "
                             f"parameter-group dicts, got {type(params).__name__}")
@@ -163,7 +164,7 @@ class Optimizer:
         loss = closure() if closure is not None else None
         work = []
         for i, group in enumerate(self.param_groups):
-            hyper = self._check_group(group, f"param_groups[{i}].")
+            hyper = self._hyper_of(i, group)
             for p in group["params"]:
                 if p.grad is not None:
                     work.append((p, hyper, self._checked_state(p)))
@@ -172,16 +173,26 @@ class Optimizer:
             self._update(ops, p, hyper, self._state_for(p, state))
         return loss
 
+    def _hyper_of(self, i, group):
+        """Group ``i``'s checked hyperparameters; checked again only when a value changed (the
+        groups are writable between steps)."""
+        values = tuple(_frozen(group.get(k)) for k in self._HYPER)
+        cached = self._checked.get(i)
+        if cached is None or cached[0] != values:
+            cached = self._checked[i] = (values, self._check_group(group, f"param_groups[{i}]."))
+        return cached[1]
+
     def _checked_state(self, p):
         """``p``'s state after checking that it still fits ``p`` (None: no state yet)."""
         state = self.state.get(p)
         if state is not None:
+            shape = p.shape
             for k in self._ARRAYS:
                 a = state.get(k)
-                if a is not None and a.shape != p.shape:
+                if a is not None and a.shape != shape:
                     raise RuntimeError(f"{type(self).__name__}.step(): the state {k!r} of a parameter "
                                        f"has shape {a.shape} but the parameter now has shape "
-                                       f"{p.shape}; a parameter rebound to another shape needs a "
+                                       f"{shape}; a parameter rebound to another shape needs a "
                                        f"new optimizer")
         return state
 
@@ -190,9 +201,11 @@ class Optimizer:
         changed dtype (``model.to``)."""
         if state is None:
             state = self.state[p] = {"step": 0}
-        for k, a in state.items():
-            if isinstance(a, np.ndarray) and a.dtype != p.dtype:
-                state[k] = a.astype(p.dtype)
+        dtype = p.dtype
+        for k in self._ARRAYS:
+            a = state.get(k)
+            if a is not None and a.dtype != dtype:
+                state[k] = a.astype(dtype)
         return state
 
     def _array(self, state, name, p):
@@ -291,6 +304,14 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {g[k]}" for k in sorted(g) if k != "params"]
         return "\n".join(lines + [")"])
+
+
+def _frozen(value):
+    """``value`` as compared between steps: lists as tuples (an in-place change of a list is a
+    change); an array never equal to anything (it is checked, and refused, every time)."""
+    if isinstance(value, np.ndarray):
+        return object()
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _index(key):

@@ -1,8 +1,11 @@
 """kernels/optim.py: one in-place optimizer step over a model's parameters.
 
-numba/numpy update one flat buffer holding every parameter (fastlayers' optimizers pack them so);
-torch steps torch.optim's optimizer over the model's parameter tensors, as a torch user would
-(its default per-tensor implementation on CPU). The "4M flat" case gives torch one tensor too.
+numba/numpy step fastlayers' optimizer (``fastlayers.optim``) on that backend: one kernel call per
+parameter array, as a training step runs it. ``packed`` runs the compiled kernel once over one flat
+buffer holding every parameter: the packed design the optimizers do not use, kept here as the
+yardstick of what per-parameter calls cost. torch steps torch.optim's optimizer over the model's
+parameter tensors, as a torch user would (its default implementation on CPU). The "4M flat" case
+is one tensor for everyone.
 """
 import math
 
@@ -30,8 +33,12 @@ def _size_label(name):
 
 SIZES = {_size_label(name): name for name in MODELS}
 OPTIMIZERS = ["sgd", "adam", "rmsprop", "nadam"]
+
 TRAINING = [("sgd momentum (mlp)", ("mlp", "sgd")), ("adam (mlp_bn)", ("mlp_bn", "adam"))]
 LR, MOMENTUM, B1, B2, EPS, ALPHA = 0.01, 0.9, 0.9, 0.999, 1e-8, 0.99
+# fastlayers' optimizer classes with the hyperparameters the packed kernels get
+FL_CLASS = {"sgd": ("SGD", dict(lr=LR, momentum=MOMENTUM)), "adam": ("Adam", dict(lr=1e-3)),
+            "rmsprop": ("RMSprop", dict(lr=1e-3)), "nadam": ("NAdam", dict(lr=2e-3))}
 
 
 def make(impl, model, opt):
@@ -50,7 +57,21 @@ def make(impl, model, opt):
              "rmsprop": lambda: t.optim.RMSprop(params, lr=1e-3),
              "nadam": lambda: t.optim.NAdam(params, lr=2e-3)}[opt]()
         return Case({"step": o.step}, calls)
-    k = ops(impl, f"{opt}_step")
+    if impl != "packed":
+        import fastlayers as fl
+        params = []
+        for i, s in enumerate(shapes):
+            p = fl.Parameter(randn(s, 10 + i, scale=0.1).copy())
+            p.grad = randn(s, 100 + i, scale=0.01).copy()
+            params.append(p)
+        name, kw = FL_CLASS[opt]
+        o = getattr(fl, name)(params, **kw)
+
+        def run():
+            with fl.use_backend(impl):
+                o.step()
+        return Case({"step": run}, calls)
+    k = ops("numba", f"{opt}_step")
     p = randn((total,), 10, scale=0.1).copy()
     g = randn((total,), 11, scale=0.01)
     m, v = np.zeros_like(p), np.zeros_like(p)
@@ -66,7 +87,7 @@ def make(impl, model, opt):
 
 
 class Optimizer:
-    params = [IMPLS, list(SIZES), OPTIMIZERS]
+    params = [IMPLS + ["packed"], list(SIZES), OPTIMIZERS]
     param_names = ["impl", "parameters", "optimizer"]
     timeout = 120
 
