@@ -27,7 +27,13 @@ import fastlayers as fl
 from fastlayers.models import FLAT_INPUT, build
 from fastlayers.train import Engine
 
-name, opt, lr, batch, steps, subset, deterministic = json.loads(sys.argv[1])
+name, opt, lr, batch, steps, subset, deterministic, all_parallel = json.loads(sys.argv[1])
+if all_parallel:   # every compiled kernel on its parallel build, however small the call
+    import importlib, pkgutil, kernels
+    for family in pkgutil.iter_modules(kernels.__path__):
+        for obj in vars(importlib.import_module("kernels." + family.name)).values():
+            if getattr(obj, "parallel_min", None) is not None:
+                obj.parallel_min = 0
 if deterministic:
     fl.use_deterministic_algorithms(True)
 fl.manual_seed(0)
@@ -52,23 +58,26 @@ print(json.dumps([fl.get_num_threads(), fl.get_blas_threads(), digest.hexdigest(
 """
 
 
-def _train(name, threads, deterministic):
+def _train(name, threads, deterministic, all_parallel=False):
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
     # this process's fastlayers import defaulted these: a fresh run must default them itself
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
                 "OMP_WAIT_POLICY"):
         env.pop(var, None)
-    args = json.dumps([name, *RUNS[name], deterministic])
+    args = json.dumps([name, *RUNS[name], deterministic, all_parallel])
     out = subprocess.run([sys.executable, "-c", TRAIN, args], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", sorted(RUNS))
-def test_same_seed_same_bits_on_one_and_two_threads(name):
-    one = _train(name, 1, deterministic=True)
-    two = _train(name, 2, deterministic=True)
+@pytest.mark.parametrize("name, all_parallel", [(n, False) for n in sorted(RUNS)]
+                         + [("mlp-bn", True)])
+def test_same_seed_same_bits_on_one_and_two_threads(name, all_parallel):
+    # all_parallel: the small calls that normally take a kernel's serial build run its parallel
+    # build too, so every prange loop the model reaches is checked on two threads
+    one = _train(name, 1, deterministic=True, all_parallel=all_parallel)
+    two = _train(name, 2, deterministic=True, all_parallel=all_parallel)
     assert one[:2] == [1, 1] and two[:2] == [2, 1]   # the kernels really ran on two threads
     assert one[2] == two[2]
 
