@@ -17,17 +17,22 @@ Reproducibility across thread counts: with :func:`use_deterministic_algorithms` 
 buffers (BatchNorm's running statistics) and dropout masks on 1 or N threads. Numba's kernels give
 the same bits on any thread count by construction: every ``prange`` thread owns its outputs, and the
 sums a thread reduces run over fixed chunks whose count does not depend on the threads (chunk counts
-derived from ``numba.get_num_threads()`` only place the work). Dropout masks are a counter-based hash
-of (seed, call, element). BLAS is what differs: OpenBLAS splits a GEMM's reduction dimension K into
-blocks of at most GEMM_Q (448 for its SkylakeX sgemm), and for Q < K < 2Q its threaded driver halves
-K as ``(K + 1) // 2`` while its one-thread driver rounds the half up to a multiple of the kernel's
-unroll, so the partial sums are rounded at different places. The 784-input layers of the speed-run
-models hit this (y = x @ w.T with K = 784); their other GEMMs happen to agree. Deterministic mode
-therefore keeps BLAS on one thread, which costs the GEMM-heavy models a fifth of their step time
-(``asv_bench/determinism.py`` measures it), so it is off by default: a seed then means one result
-per thread count. Nothing is promised across machines or CPU models (BLAS picks its kernels and
-block sizes per CPU), across OpenBLAS versions, or when BLAS's threads are changed behind
-fastlayers' back (threadpoolctl, or another library's calls).
+derived from ``numba.get_num_threads()`` only place the work). Dropout masks are a counter-based
+hash of (seed, call, element). BLAS is what differs: OpenBLAS cuts a GEMM's reduction dimension K
+into blocks of at most GEMM_Q (448 for its SkylakeX sgemm) and halves a remainder between Q and 2Q,
+the threaded driver as ``(r + 1) // 2``, the one-thread driver rounded up to a multiple of the
+kernel's unroll, so the partial sums are rounded at different places. The 784-input layers of the
+speed-run models hit this (y = x @ w.T with K = 784); their other GEMMs happen to agree.
+Deterministic mode therefore keeps BLAS on one thread (for both backends: the ``numpy`` one's GEMMs
+are BLAS's too). On an idle 2-CPU Xeon (OpenBLAS's SkylakeX kernels) that made the training step
+1.09x as long for the mlp, 1.26-1.34x for mlp-bn and 1.0x for the cnn, whose time is in Numba's
+convolutions (``asv_bench/determinism.py``, medians of interleaved rounds), so it is off by default:
+a seed then means one result per thread count. Cutting K into chunks of at most Q before calling
+BLAS would make two BLAS threads agree with one, but Q is an internal of each OpenBLAS CPU target,
+and the chunked GEMM measured slower than one thread at the mlp's shape. Nothing is promised across
+machines or CPU models (BLAS picks its kernels and block sizes per CPU), across OpenBLAS versions,
+or when BLAS's threads are changed behind fastlayers' back (threadpoolctl, or another library's
+calls).
 
 PyTorch, for side-by-side timings: import it with :func:`import_torch`, before any kernel runs, so
 that it keeps an OpenMP runtime of its own with its own settings (importing fastlayers only limits
@@ -108,9 +113,9 @@ def use_deterministic_algorithms(mode):
     On, :func:`fastlayers.manual_seed` with the same dtype, backend and batch sizes gives bitwise
     identical weights, buffers and dropout masks whatever :func:`set_num_threads` sets for the
     kernels, because BLAS runs on one thread (the kernels already give the same bits on any thread
-    count; the module docstring explains why BLAS does not). That costs a GEMM-heavy model up to a
-    fifth of its step time on two threads. Results still differ between CPU models and OpenBLAS
-    versions.
+    count; the module docstring explains why BLAS does not). On two threads that costs a
+    GEMM-heavy model up to a third of its step time (mlp-bn) and the cnn nothing. Results still
+    differ between CPU models and OpenBLAS versions.
 
     Off, BLAS gets back the threads :func:`set_num_threads` (or the import) gave it. While on,
     ``set_num_threads(n, blas_threads=k)`` with ``k > 1`` raises ValueError. PyTorch's switch of
