@@ -1,7 +1,7 @@
 """What ``fastlayers.use_deterministic_algorithms(True)`` costs: the training step time of each
 speed-run model with it on and off, at the same kernel thread count.
 
-    python asv_bench/determinism.py [--threads 2] [--rounds 15] [--steps 40] [--models mlp mlp-bn cnn]
+    python asv_bench/determinism.py [--threads 2] [--rounds 15] [--steps 40] [--models ...]
 
 One model, one optimizer and one list of batches per model; rounds of ``--steps`` steps alternate
 between the two settings (on, off, then off, on, ...) so both see the same machine load, and the

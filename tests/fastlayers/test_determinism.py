@@ -1,6 +1,7 @@
-"""A seed means one result on any thread count: with ``fastlayers.use_deterministic_algorithms(True)``
-each speed-run model, trained for a few dozen steps from one seed in fresh interpreters started
-with 1 and with 2 Numba threads, ends with bitwise identical parameters and buffers.
+"""A seed means one result on any thread count. Under
+``fastlayers.use_deterministic_algorithms(True)`` each speed-run model, trained for a few dozen
+steps from one seed in fresh interpreters started with 1 and with 2 Numba threads, ends with
+bitwise identical parameters and buffers.
 
 The mlp and mlp-bn runs fail without the switch on the machines seen here (their 784-input GEMM
 rounds differently on one and two BLAS threads, see fastlayers/runtime.py); the cnn run checks the

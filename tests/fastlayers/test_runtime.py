@@ -100,7 +100,8 @@ def test_set_num_threads_refuses_more_blas_threads_while_deterministic(restore_t
     with pytest.raises(ValueError, match="contradicts deterministic algorithms"):
         fl.set_num_threads(2 if fl.runtime.numba.config.NUMBA_NUM_THREADS > 1 else 1,
                            blas_threads=2)
-    assert (fl.get_num_threads(), fl.get_blas_threads()) == (1, 1)   # the failed call changed nothing
+    # the failed call changed nothing
+    assert (fl.get_num_threads(), fl.get_blas_threads()) == (1, 1)
     with pytest.raises(ValueError, match="blas_threads must be an integer >= 1"):
         fl.set_num_threads(1, blas_threads=0)   # checked as without the switch
     fl.use_deterministic_algorithms(False)
