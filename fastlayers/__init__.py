@@ -31,12 +31,15 @@ from fastlayers.optim import SGD, Adam, Momentum, NAdam, Nadam, Optimizer, RMSpr
 from fastlayers.pooling import AvgPool2d, MaxPool2d
 from fastlayers.random import manual_seed
 from fastlayers import runtime
-from fastlayers.runtime import get_blas_threads, get_num_threads, keep_freed_memory, set_num_threads
+from fastlayers.runtime import (are_deterministic_algorithms_enabled, get_blas_threads,
+                                get_num_threads, keep_freed_memory, set_num_threads,
+                                use_deterministic_algorithms)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Adam",
+    "are_deterministic_algorithms_enabled",
     "AvgPool2d",
     "BatchNorm",
     "BatchNorm1d",
@@ -81,6 +84,7 @@ __all__ = [
     "Softmax",
     "Tanh",
     "use_backend",
+    "use_deterministic_algorithms",
 ]
 
 runtime.settle()   # BLAS threads; Numba's start with the first parallel kernel

@@ -1,8 +1,19 @@
 """One seed for everything random: initialisation, dropout masks and shuffling.
 
 ``manual_seed(s)`` resets a NumPy generator (initial weights, DataLoader permutations) and the
-counter-based stream that dropout masks are hashed from, so a run is reproducible from one integer,
-whatever the thread count.
+counter-based stream that dropout masks are hashed from. The draws themselves never depend on the
+thread count: a mask element is a hash of (seed, mask counter, element index), whichever thread
+computes it.
+
+What a seed guarantees: on one machine, the same seed, dtype, backend, model, optimizer and batch
+sizes give bitwise identical weights, buffers and dropout masks from run to run at the same thread
+settings, and on any thread count (1 or N kernel threads, ``fastlayers.set_num_threads``) once
+``fastlayers.use_deterministic_algorithms(True)`` keeps BLAS on one thread. By default BLAS uses
+several threads, and OpenBLAS rounds some GEMMs differently on one and on two threads (the 784-input
+layers: after an epoch the mlp's weights differ by about 3e-7, the mlp-bn model's by up to 4e-3), so
+the default guarantees one result per thread count. Nothing is guaranteed across CPU models or
+OpenBLAS versions (BLAS picks kernels and block sizes per CPU), between the ``numba`` and ``numpy``
+backends, or after BLAS's threads are changed outside fastlayers. See ``fastlayers/runtime.py``.
 """
 import numpy as np
 

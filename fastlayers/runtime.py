@@ -12,6 +12,28 @@ was imported before fastlayers (and the variable was not in the environment), it
 busy-waiting and BLAS stays on one thread (``kernels.BLAS_WORKERS_SLEEP`` says which case holds).
 Numba's kernels decide per call whether a parallel launch pays.
 
+Reproducibility across thread counts: with :func:`use_deterministic_algorithms` on, the same seed
+(:func:`fastlayers.manual_seed`), dtype, backend and batch sizes give bitwise identical weights,
+buffers (BatchNorm's running statistics) and dropout masks on 1 or N threads. Numba's kernels give
+the same bits on any thread count by construction: every ``prange`` thread owns its outputs, and the
+sums a thread reduces run over fixed chunks whose count does not depend on the threads (chunk counts
+derived from ``numba.get_num_threads()`` only place the work). Dropout masks are a counter-based
+hash of (seed, call, element). BLAS is what differs: OpenBLAS cuts a GEMM's reduction dimension K
+into blocks of at most GEMM_Q (448 for its SkylakeX sgemm) and halves a remainder between Q and 2Q,
+the threaded driver as ``(r + 1) // 2``, the one-thread driver rounded up to a multiple of the
+kernel's unroll, so the partial sums are rounded at different places. The 784-input layers of the
+speed-run models hit this (y = x @ w.T with K = 784); their other GEMMs happen to agree.
+Deterministic mode therefore keeps BLAS on one thread (for both backends: the ``numpy`` one's GEMMs
+are BLAS's too). On an idle 2-CPU Xeon (OpenBLAS's SkylakeX kernels) that made the training step
+1.09x as long for the mlp, 1.26-1.34x for mlp-bn and 1.0x for the cnn, whose time is in Numba's
+convolutions (``asv_bench/determinism.py``, medians of interleaved rounds), so it is off by default:
+a seed then means one result per thread count. Cutting K into chunks of at most Q before calling
+BLAS would make two BLAS threads agree with one, but Q is an internal of each OpenBLAS CPU target,
+and the chunked GEMM measured slower than one thread at the mlp's shape. Nothing is promised across
+machines or CPU models (BLAS picks its kernels and block sizes per CPU), across OpenBLAS versions,
+or when BLAS's threads are changed behind fastlayers' back (threadpoolctl, or another library's
+calls).
+
 PyTorch, for side-by-side timings: import it with :func:`import_torch`, before any kernel runs, so
 that it keeps an OpenMP runtime of its own with its own settings (importing fastlayers only limits
 BLAS's threads; Numba's threads start with the first parallel kernel).
@@ -29,33 +51,48 @@ import sys
 import warnings
 
 import numba
+import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import kernels
 
-_BLAS = {"limiter": None}
+# "wanted": the BLAS threads asked for by set_num_threads or settle(), which BLAS gets back when
+# deterministic mode is switched off.
+_BLAS = {"limiter": None, "wanted": None}
+_DETERMINISTIC = {"on": False}
 
 
 def set_num_threads(n=None, blas_threads=None):
     """Use ``n`` threads for the compiled kernels (default: all Numba was started with) and
     ``blas_threads`` for BLAS (default: ``n`` when idle BLAS workers sleep, else 1; see the module
-    docstring)."""
+    docstring).
+
+    With deterministic algorithms on (:func:`use_deterministic_algorithms`) BLAS stays on one
+    thread: the default becomes 1 and an explicit ``blas_threads`` above 1 raises ValueError, as
+    the two requests contradict each other. The kernels' thread count is free either way."""
     limit = numba.config.NUMBA_NUM_THREADS
     if n is None:
         n = limit
     _check_threads("threads", n, limit)
-    if blas_threads is None:
-        blas_threads = _default_blas_threads(n)
-    _check_threads("blas_threads", blas_threads, None)
+    if blas_threads is not None:
+        _check_threads("blas_threads", blas_threads, None)
+        if blas_threads > 1 and _DETERMINISTIC["on"]:
+            raise ValueError(f"blas_threads={blas_threads} contradicts deterministic algorithms, "
+                             "which keep BLAS on one thread (a GEMM's result depends on BLAS's "
+                             "thread count); call fastlayers.use_deterministic_algorithms(False) "
+                             "first, or leave blas_threads out")
+    wanted = _default_blas_threads(n) if blas_threads is None else blas_threads
     numba.set_num_threads(n)
-    _limit_blas(blas_threads)
+    _BLAS["wanted"] = wanted
+    _apply_blas()
 
 
 def _default_blas_threads(n):
     return n if kernels.BLAS_WORKERS_SLEEP else 1
 
 
-def _limit_blas(threads):
+def _apply_blas():
+    threads = 1 if _DETERMINISTIC["on"] else _BLAS["wanted"]
     _BLAS["limiter"] = threadpool_limits(limits=threads, user_api="blas")
 
 
@@ -63,8 +100,37 @@ def settle():
     """What importing fastlayers does: give BLAS the threads :func:`set_num_threads` would give it
     for Numba's default (all NUMBA_NUM_THREADS threads), without starting Numba's threads. Those
     start with the first parallel kernel (or set_num_threads), so PyTorch can still be imported
-    with an OpenMP runtime of its own in between (:func:`import_torch`)."""
-    _limit_blas(_default_blas_threads(numba.config.NUMBA_NUM_THREADS))
+    with an OpenMP runtime of its own in between (:func:`import_torch`). With deterministic
+    algorithms on, BLAS keeps one thread (and gets those threads once they are switched off)."""
+    _BLAS["wanted"] = _default_blas_threads(numba.config.NUMBA_NUM_THREADS)
+    _apply_blas()
+
+
+def use_deterministic_algorithms(mode):
+    """Make a seed mean one result on any thread count (``mode=True``), or let BLAS use several
+    threads again (``False``, the default).
+
+    On, :func:`fastlayers.manual_seed` with the same dtype, backend and batch sizes gives bitwise
+    identical weights, buffers and dropout masks whatever :func:`set_num_threads` sets for the
+    kernels, because BLAS runs on one thread (the kernels already give the same bits on any thread
+    count; the module docstring explains why BLAS does not). On two threads that costs a
+    GEMM-heavy model up to a third of its step time (mlp-bn) and the cnn nothing. Results still
+    differ between CPU models and OpenBLAS versions.
+
+    Off, BLAS gets back the threads :func:`set_num_threads` (or the import) gave it. While on,
+    ``set_num_threads(n, blas_threads=k)`` with ``k > 1`` raises ValueError. PyTorch's switch of
+    the same name; ``mode`` must be a bool (TypeError otherwise)."""
+    if not isinstance(mode, (bool, np.bool_)):
+        raise TypeError(f"use_deterministic_algorithms: mode must be True or False, got {mode!r}")
+    _DETERMINISTIC["on"] = bool(mode)
+    if _BLAS["wanted"] is None:   # before settle(): what the import would give
+        _BLAS["wanted"] = _default_blas_threads(numba.config.NUMBA_NUM_THREADS)
+    _apply_blas()
+
+
+def are_deterministic_algorithms_enabled():
+    """Whether :func:`use_deterministic_algorithms` is on."""
+    return _DETERMINISTIC["on"]
 
 
 def _numba_threads_started():

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import fastlayers as fl
@@ -57,6 +58,63 @@ def test_set_num_threads_sets_both_pools_and_validates():
         assert (fl.get_num_threads(), fl.get_blas_threads()) == (1, 2)
     finally:
         fl.set_num_threads(threads, blas_threads=blas)
+
+
+@pytest.fixture
+def restore_threads():
+    threads, blas = fl.get_num_threads(), fl.get_blas_threads()
+    yield
+    fl.use_deterministic_algorithms(False)
+    fl.set_num_threads(threads, blas_threads=blas)
+
+
+@pytest.mark.parametrize("bad", [1, 0, None, "True", 1.0])
+def test_deterministic_switch_takes_only_a_bool(restore_threads, bad):
+    with pytest.raises(TypeError, match="mode must be True or False"):
+        fl.use_deterministic_algorithms(bad)
+    assert fl.are_deterministic_algorithms_enabled() is False
+
+
+def test_deterministic_switch_pins_blas_and_gives_its_threads_back(restore_threads):
+    fl.set_num_threads(1, blas_threads=2)
+    fl.use_deterministic_algorithms(True)
+    assert fl.are_deterministic_algorithms_enabled() is True
+    assert (fl.get_num_threads(), fl.get_blas_threads()) == (1, 1)
+    fl.set_num_threads(fl.runtime.numba.config.NUMBA_NUM_THREADS)  # kernels: any count, BLAS: one
+    assert fl.get_blas_threads() == 1
+    fl.set_num_threads(1, blas_threads=1)
+    fl.runtime.settle()
+    assert fl.get_blas_threads() == 1
+    fl.use_deterministic_algorithms(np.True_)   # NumPy's bool is a bool too
+    fl.use_deterministic_algorithms(False)
+    assert fl.are_deterministic_algorithms_enabled() is False
+    # what settle() asked for, one BLAS thread per NUMBA_NUM_THREADS (this process's kernels
+    # imported first, so BLAS workers sleep)
+    assert fl.get_blas_threads() == fl.runtime._default_blas_threads(
+        fl.runtime.numba.config.NUMBA_NUM_THREADS)
+
+
+def test_set_num_threads_refuses_more_blas_threads_while_deterministic(restore_threads):
+    fl.set_num_threads(1)
+    fl.use_deterministic_algorithms(True)
+    with pytest.raises(ValueError, match="contradicts deterministic algorithms"):
+        fl.set_num_threads(2 if fl.runtime.numba.config.NUMBA_NUM_THREADS > 1 else 1,
+                           blas_threads=2)
+    # the failed call changed nothing
+    assert (fl.get_num_threads(), fl.get_blas_threads()) == (1, 1)
+    with pytest.raises(ValueError, match="blas_threads must be an integer >= 1"):
+        fl.set_num_threads(1, blas_threads=0)   # checked as without the switch
+    fl.use_deterministic_algorithms(False)
+    fl.set_num_threads(1, blas_threads=2)
+    assert fl.get_blas_threads() == 2
+
+
+def test_deterministic_mode_in_a_fresh_interpreter():
+    code = ("import fastlayers as fl, json\n"
+            "fl.use_deterministic_algorithms(True)\n"
+            "fl.set_num_threads(2)\n"
+            "print(json.dumps([fl.get_num_threads(), fl.get_blas_threads()]))")
+    assert _fresh(code) == [2, 1]
 
 
 def test_importing_fastlayers_leaves_numba_threads_unstarted():
