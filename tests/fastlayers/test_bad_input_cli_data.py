@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fastlayers import mnist
-from fastlayers.data import (DatasetError, read_idx, read_idx_images, read_idx_labels,
-                             read_mnist_npz, write_idx)
+from fastlayers.data import (DatasetError, load_dataset, read_idx, read_idx_images,
+                             read_idx_labels, read_mnist_npz, write_idx)
 from tests.fastlayers.test_data_readers import IMAGES, LABELS, idx_bytes, npz_arrays
 
 # ----------------------------------------------------------------------------- data readers
@@ -105,6 +105,18 @@ def test_bad_data_file(tmp_path, reader, name, write, message):
     assert text.startswith(f"{path}: ")
     assert "allow_pickle" not in text  # NumPy's hint invites unpickling an untrusted file
     assert os.listdir(tmp_path) == [name]  # the reader wrote nothing
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    pytest.param(dict(name="cifar10"), DatasetError, "unknown dataset 'cifar10'", id="unknown name"),
+    pytest.param(dict(name="mnist", download="no"), TypeError, "download must be True or False",
+                 id="download not a bool"),
+    pytest.param(dict(name="mnist", data_dir=7), TypeError, "data_dir must be a path",
+                 id="data_dir not a path"),
+])
+def test_bad_load_dataset_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        load_dataset(**kwargs)
 
 
 # ----------------------------------------------------------------------------- command line
