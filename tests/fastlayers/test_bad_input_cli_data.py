@@ -147,7 +147,7 @@ def cli(argv, capsys):
 MNIST_FROM = ["--dataset", "mnist", "--no-download", "--data-dir"]
 
 CLI_CASES = [
-    # (id, argv ("{tmp}" is the test's directory), files to write there, message fragment)
+    # (id, argv ("{tmp}" is the test's directory), what to write there first, message fragment)
     ("lr inf", ["--lr", "inf"], None, "argument --lr: must be a finite number > 0, got 'inf'"),
     ("lr overflowing to inf", ["--lr", "1e999"], None, "argument --lr: must be a finite"),
     ("lr nan", ["--lr", "nan"], None, "argument --lr: must be a finite number > 0, got 'nan'"),
@@ -176,21 +176,21 @@ CLI_CASES = [
      "--compare-numpy needs --backend numba"),
     ("data dir for the embedded set", ["--data-dir", "{tmp}"], None, "--data-dir applies to"),
     ("dataset files missing", MNIST_FROM + ["{tmp}"], None, "not found; looked in ['{tmp}'"),
-    ("dataset file truncated", MNIST_FROM + ["{tmp}"], "t10k-images-idx3-ubyte",
+    ("dataset file truncated", MNIST_FROM + ["{tmp}"],
+     lambda d: idx_set(d, corrupt="t10k-images-idx3-ubyte"),
      "{tmp}/t10k-images-idx3-ubyte: truncated IDX data"),
-    ("no training images", MNIST_FROM + ["{tmp}"], "empty",
+    ("no training images", MNIST_FROM + ["{tmp}"], lambda d: idx_set(d, n_train=0),
      "{tmp}: needs at least one training and one test image"),
     ("batch norm with batches of one", ["--model", "mlp-bn", "--batch-size", "1"], None,
      "--model mlp-bn uses batch norm, which cannot train on a batch of one sample"),
 ]
 
 
-@pytest.mark.parametrize("argv, files, message", [pytest.param(*c[1:], id=c[0]) for c in CLI_CASES])
-def test_bad_command_line(tmp_path, capsys, argv, files, message):
-    if files == "empty":
-        idx_set(tmp_path, n_train=0)
-    elif files:
-        idx_set(tmp_path, corrupt=files)
+@pytest.mark.parametrize("argv, prepare, message",
+                         [pytest.param(*c[1:], id=c[0]) for c in CLI_CASES])
+def test_bad_command_line(tmp_path, capsys, argv, prepare, message):
+    if prepare:
+        prepare(tmp_path)
     status, out, err = cli([a.replace("{tmp}", str(tmp_path)) for a in argv], capsys)
     assert status == 2
     *usage, last = err
