@@ -10,6 +10,7 @@ With no arguments it trains the 784-128-10 MLP on the embedded ``mnist-10k`` dig
 """
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -24,30 +25,72 @@ DEFAULTS = {  # model: (optimizer, learning rate, batch size, epochs)
 }
 
 
-def parse_args(argv=None):
+def _checked(kind, want, ok):
+    """An argparse ``type=`` that converts with ``kind`` and accepts only values where ``ok``;
+    argparse names the option in the error."""
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+        return value
+    return convert
+
+
+POSITIVE_INT = _checked(int, "an integer >= 1", lambda v: v >= 1)
+NON_NEGATIVE_INT = _checked(int, "an integer >= 0", lambda v: v >= 0)
+POSITIVE_FLOAT = _checked(float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
+FRACTION = _checked(float, "a fraction in (0, 1]", lambda v: 0 < v <= 1)  # nan fails too
+
+
+def _output_problem(path):
+    """Why a file cannot be written at ``path`` (checked before training), or None."""
+    if not path:
+        return "is empty"
+    if os.path.isdir(path):
+        return "is a directory"
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"directory {directory} does not exist"
+    if not os.access(directory, os.W_OK):
+        return f"directory {directory} is not writable"
+    return None
+
+
+def make_parser():
+    """The command line's parser (its types check each value; :func:`parse_args` checks the
+    combinations)."""
     from fastlayers.data import DATASETS
     from fastlayers.models import MODELS
     from fastlayers.train import OPTIMIZERS
 
     p = argparse.ArgumentParser(prog="fastlayers-mnist", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist-10k")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist-10k",
+                   help="mnist-10k is embedded; mnist and fashion-mnist are read from --data-dir "
+                        "or downloaded")
     p.add_argument("--data-dir", default=None,
-                   help="directory holding (or receiving) the dataset files")
+                   help="directory holding (or receiving) the mnist or fashion-mnist files")
     p.add_argument("--no-download", action="store_true",
                    help="never download: fail if the dataset files are not on disk")
-    p.add_argument("--model", choices=sorted(MODELS), default="mlp")
+    p.add_argument("--model", choices=sorted(MODELS), default="mlp", help="the network to train")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None,
                    help="default: sgd for mlp, adam otherwise")
-    p.add_argument("--lr", type=float, default=None,
-                   help="default: 0.2 for mlp with sgd, 1e-3 for adam")
-    p.add_argument("--batch-size", type=int, default=None, help="default: 32 for mlp, 128 otherwise")
-    p.add_argument("--epochs", type=int, default=None, help="default: 20 mlp, 5 mlp-bn, 3 cnn")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=None,
+                   help="learning rate; default: 0.2 for mlp with sgd, 1e-3 for adam")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=None,
+                   help="training batch size; default: 32 for mlp, 128 otherwise")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=None,
+                   help="default: 20 mlp, 5 mlp-bn, 3 cnn")
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0,
+                   help="seeds the initial weights, dropout and shuffling")
+    p.add_argument("--backend", choices=["numba", "numpy"], default="numba",
+                   help="compiled kernels, or the NumPy reference")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None,
                    help="threads for the kernels and BLAS (and for PyTorch); default: all")
-    p.add_argument("--target-accuracy", type=float, default=None,
+    p.add_argument("--target-accuracy", type=FRACTION, default=None,
                    help="stop once the test accuracy reaches this fraction (e.g. 0.95)")
     p.add_argument("--json", dest="json_path", default=None, help="write results as JSON here")
     p.add_argument("--plot", default=None, help="save loss/accuracy curves as a PNG here")
@@ -56,6 +99,13 @@ def parse_args(argv=None):
     p.add_argument("--compare-numpy", action="store_true",
                    help="also train the same model on the NumPy reference backend, side by side")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error instead of a one-line message")
+    return p
+
+
+def parse_args(argv=None):
+    p = make_parser()
     args = p.parse_args(argv)
 
     opt, lr, batch, epochs = DEFAULTS[args.model]
@@ -65,19 +115,20 @@ def parse_args(argv=None):
             args.optimizer, 1e-3)
     args.batch_size = batch if args.batch_size is None else args.batch_size
     args.epochs = args.epochs if args.epochs is not None else epochs
-    for name, value, low in [("--batch-size", args.batch_size, 1), ("--epochs", args.epochs, 1),
-                             ("--seed", args.seed, 0)]:
-        if value < low:
-            p.error(f"{name} must be >= {low}, got {value}")
-    if not args.lr > 0:
-        p.error(f"--lr must be > 0, got {args.lr}")
-    if args.target_accuracy is not None and not 0 < args.target_accuracy <= 1:
-        p.error(f"--target-accuracy must be in (0, 1], got {args.target_accuracy}")
+    if args.data_dir is not None and args.dataset == "mnist-10k":
+        p.error("--data-dir applies to --dataset mnist or fashion-mnist; mnist-10k is embedded")
+    if args.compare_numpy and args.backend == "numpy":
+        p.error("--compare-numpy needs --backend numba (it compares numba against numpy)")
     if args.threads is not None:
         import numba
-        if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
-            p.error(f"--threads must be in [1, {numba.config.NUMBA_NUM_THREADS}], got {args.threads}")
-    if args.plot:
+        if args.threads > numba.config.NUMBA_NUM_THREADS:
+            p.error(f"--threads must be at most {numba.config.NUMBA_NUM_THREADS} (the machine's "
+                    f"threads, NUMBA_NUM_THREADS), got {args.threads}")
+    for option, path in (("--json", args.json_path), ("--plot", args.plot)):
+        problem = None if path is None else _output_problem(path)
+        if problem:
+            p.error(f"{option} {path!r}: {problem}")
+    if args.plot is not None:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
@@ -90,8 +141,17 @@ def parse_args(argv=None):
     return args
 
 
+def _has_batch_norm(model):
+    import fastlayers as fl
+    kinds = (fl.BatchNorm, fl.BatchNorm1d, fl.BatchNorm2d)
+    return any(isinstance(m, kinds) for m in model.modules())
+
+
 def _make(args, dataset):
-    """Fresh model, loss, optimizer and loaders, all seeded from ``args.seed``."""
+    """Fresh model, loss, optimizer and loaders, all seeded from ``args.seed``.
+
+    A batch-norm model's training loader drops a one-sample last batch: batch norm would normalise
+    that sample by its own statistics (BatchNorm1d refuses it)."""
     import fastlayers as fl
     from fastlayers.data import DataLoader
     from fastlayers.models import FLAT_INPUT, build
@@ -102,23 +162,37 @@ def _make(args, dataset):
     loss_fn = fl.CrossEntropyLoss()
     optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr)
     flat = FLAT_INPUT[args.model]
-    train = DataLoader(dataset.x_train, dataset.y_train, batch_size=args.batch_size, shuffle=True,
-                       flatten=flat)
+    n, b = len(dataset.y_train), args.batch_size
+    drop_last = n > b and n % b == 1 and _has_batch_norm(model)
+    train = DataLoader(dataset.x_train, dataset.y_train, batch_size=b, shuffle=True,
+                       drop_last=drop_last, flatten=flat)
     test = DataLoader(dataset.x_test, dataset.y_test, batch_size=1000, flatten=flat)
     return model, loss_fn, optimizer, train, test
 
 
+def _batch_sizes(loader):
+    """The sizes of the batches one epoch of ``loader`` yields."""
+    n, b = loader.num_samples, loader.batch_size
+    return ({b} if n >= b else set()) | ({n % b} if n % b and not loader.drop_last else set())
+
+
 def _warm_up(args, dataset):
     """Compile (or load from Numba's cache) every kernel the run uses, on a throwaway model, for
-    the training batch, the last partial batch and the evaluation batch. Returns seconds."""
+    each training batch size and the evaluation batch. Returns seconds.
+
+    Raises ValueError, before any training, if a batch-norm model would get a one-sample batch."""
     from fastlayers.train import Engine
 
     t0 = time.perf_counter()
     model, loss_fn, optimizer, train, test = _make(args, dataset)
+    sizes = _batch_sizes(train)
+    if 1 in sizes and _has_batch_norm(model):
+        raise ValueError(f"--model {args.model} uses batch norm, which cannot train on a batch of "
+                         f"one sample (--batch-size {args.batch_size}, "
+                         f"{train.num_samples} training images)")
     engine = Engine(model, loss_fn, optimizer)
     x, y = next(iter(train))
-    sizes = {len(y), len(dataset.y_train) % args.batch_size}
-    for n in sorted(s for s in sizes if s > 1):
+    for n in sorted(sizes):
         engine.train_step(x[:n], y[:n])
     engine.train(False)
     engine.predict(next(iter(test))[0])
@@ -139,17 +213,17 @@ def _environment(args):
     return env
 
 
-def run(args, out=sys.stdout):
-    """Train as ``args`` say; print the report to ``out`` and return the results as a dict."""
+def run(args, out=None):
+    """Train as ``args`` say; print the report to ``out`` (default: the current ``sys.stdout``) and
+    return the results as a dict."""
+    out = sys.stdout if out is None else out
     import fastlayers as fl
     from fastlayers import random
-    from fastlayers.data import load_dataset
+    from fastlayers.data import DatasetError, load_dataset
     from fastlayers.train import Engine, accuracy, run_epoch
 
     fl.set_num_threads(args.threads)
     fl.set_backend(args.backend)
-    if args.compare_numpy and args.backend == "numpy":
-        raise SystemExit("fastlayers-mnist: error: --compare-numpy needs --backend numba")
     if args.compare_torch:
         import torch
         torch.set_num_threads(fl.get_num_threads())
@@ -158,10 +232,16 @@ def run(args, out=sys.stdout):
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
     print(f"dataset {dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_test)} test images "
           f"({dataset.source})", file=out)
+    if not len(dataset.y_train) or not len(dataset.y_test):
+        raise DatasetError(f"{dataset.source}: needs at least one training and one test image")
     compile_s = _warm_up(args, dataset)
     print(f"compile/load kernels: {compile_s:.2f} s (not counted in training time)", file=out)
 
     model, loss_fn, optimizer, train, test = _make(args, dataset)
+    if train.drop_last:
+        print(f"note: each epoch drops its last training batch, one image "
+              f"({train.num_samples} % {train.batch_size} == 1): batch norm cannot train on a "
+              f"single sample", file=out)
     runs = [(Engine(model, loss_fn, optimizer), train, test)]
     if args.compare_numpy:  # same seed: same initial weights; the state replay gives the same order
         other = _make(args, dataset)
@@ -220,9 +300,9 @@ def run(args, out=sys.stdout):
         for name, r in results.items():
             r["fastlayers_time_ratio"] = ours / r["median_epoch_s"]
         print(_table(results), file=out)
-    if args.json_path:
+    if args.json_path is not None:
         _write_json(args.json_path, report)
-    if args.plot:
+    if args.plot is not None:
         _plot(args.plot, results)
     return report
 
@@ -258,17 +338,20 @@ def _plot(path, results):
     ax2.set(xlabel="epoch", ylabel="test accuracy")
     ax1.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")  # a PNG whatever the name ends in
     plt.close(fig)
 
 
 def main(argv=None):
+    """Run the command line; a user's mistake ends in one line on stderr and exit status 2."""
     args = parse_args(argv)
-    from fastlayers.data import DatasetError
     try:
         run(args)
-    except DatasetError as e:
-        print(f"fastlayers-mnist: error: {e}", file=sys.stderr)
+    except (OSError, ValueError, TypeError) as e:  # DatasetError and DownloadError are ValueErrors
+        if args.debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__  # one line, even for many mirrors
+        print(f"fastlayers-mnist: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -227,6 +227,9 @@ def load_dataset(name, data_dir=None, download=True, mirrors=None):
         raise DatasetError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")
     if not isinstance(download, bool):
         raise TypeError(f"download must be True or False, got {download!r}")
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(f"data_dir must be a path (str or os.PathLike), got "
+                        f"{type(data_dir).__name__}")
     if name == "mnist-10k":
         return _load_mnist10k()
     if name == "mnist":

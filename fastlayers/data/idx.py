@@ -18,6 +18,7 @@ truncated or mislabelled file raises :class:`DatasetError` (a ``ValueError``) na
 what is wrong.
 """
 import gzip
+import math
 import os
 import struct
 import zipfile
@@ -54,6 +55,16 @@ def _open(path):
     return f, f
 
 
+def _open_checked(path, opener=_open):
+    """``opener(path)``, with a missing or unreadable file reported as DatasetError."""
+    try:
+        return opener(path)
+    except FileNotFoundError:
+        _fail(path, "file not found")
+    except OSError as e:
+        _fail(path, f"cannot be read ({e.strerror or e})")
+
+
 def _read_exact(f, buf):
     """Fill ``buf`` (a writable memoryview) from ``f``; return the number of bytes read."""
     got = 0
@@ -76,10 +87,7 @@ def read_idx(path, ndim=None):
         DatasetError: wrong magic number or type code, unexpected number of dimensions, a file
             shorter or longer than its header says, or a damaged gzip stream.
     """
-    try:
-        f, raw = _open(path)
-    except FileNotFoundError:
-        _fail(path, "file not found")
+    f, raw = _open_checked(path)
     try:
         with raw, f:
             head = f.read(4)
@@ -100,7 +108,7 @@ def read_idx(path, ndim=None):
                 _fail(path, f"truncated IDX header: {nd} dimensions declared, "
                             f"{len(dims_raw) // 4} present")
             dims = struct.unpack(f">{nd}I", dims_raw)
-            size = int(np.prod(dims, dtype=np.int64)) if nd else 1
+            size = math.prod(dims)  # Python ints: no int64 wrap-around for absurd headers
             expected_len = 4 + 4 * nd + size
             # A corrupt header must not make us allocate gigabytes: the data cannot exceed the
             # file (raw), or 1032x the file (deflate's maximum compression ratio).
@@ -109,7 +117,10 @@ def read_idx(path, ndim=None):
                 _fail(path, f"truncated IDX data: header {dims} needs {expected_len} bytes "
                             f"(uncompressed), the file holds {on_disk} bytes"
                             f"{' (compressed)' if f is not raw else ''}")
-            out = np.empty(dims, dtype=np.uint8)
+            try:
+                out = np.empty(dims, dtype=np.uint8)
+            except ValueError as e:  # over 64 dimensions, or a 0 beside dims too big for NumPy
+                _fail(path, f"header {dims} does not describe an array NumPy can hold ({e})")
             got = _read_exact(f, memoryview(out.reshape(-1)).cast("B"))
             if got < size:
                 _fail(path, f"truncated IDX data: header {dims} needs {expected_len} bytes "
@@ -164,40 +175,57 @@ def read_idx_pair(images_path, labels_path, image_shape=IMAGE_SHAPE, num_classes
 
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first member; an empty zip
+
+
+def _npz_member(path, npz, key):
+    """``npz[key]`` as an ndarray; a member that is not a plain .npy array raises DatasetError."""
+    try:
+        a = npz[key]
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # NumPy's hint would invite loading untrusted pickles
+            _fail(path, f"{key}: holds Python objects (an object array); only numeric arrays "
+                        f"are read, since loading objects would run pickle")
+        _fail(path, f"{key}: cannot be read (ValueError: {e})")
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError,
+            RuntimeError) as e:  # damaged, unsupported-compression or encrypted zip members
+        _fail(path, f"{key}: cannot be read ({type(e).__name__}: {e})")
+    if not isinstance(a, np.ndarray):  # NpzFile returns a member without the .npy magic as bytes
+        _fail(path, f"{key}: not a .npy array ({len(a)} bytes without the .npy header)")
+    return a
 
 
 def read_mnist_npz(path, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES):
     """Read a Keras-style ``mnist.npz``.
 
     Returns ``(x_train, y_train, x_test, y_test)``: uint8 (N, 28, 28) images and int64 (N,) labels.
-    Object arrays are refused (``allow_pickle=False``).
+    Object arrays are refused (``allow_pickle=False``): nothing in the file is unpickled.
     """
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        _fail(path, "file not found")
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        _fail(path, f"not a readable .npz file ({type(e).__name__}: {e})")
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        _fail(path, "not an .npz archive (a single .npy array)")
     out = {}
-    with npz:
-        missing = [k for k in _NPZ_KEYS if k not in npz.files]
-        if missing:
-            _fail(path, f"missing key(s) {missing}; found {sorted(npz.files)}, "
-                        f"expected {list(_NPZ_KEYS)}")
-        for k in _NPZ_KEYS:
-            try:
-                out[k] = npz[k]
-            except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as e:
-                _fail(path, f"{k}: cannot be read ({type(e).__name__}: {e})")
+    with _open_checked(path, lambda p: open(p, "rb")) as fh:
+        # Checked here because np.load treats anything that is neither a zip nor a .npy as a pickle.
+        if fh.read(4) not in _ZIP_MAGIC:
+            _fail(path, "not an .npz archive (a zip of .npy arrays): no zip signature at the start")
+        fh.seek(0)
+        try:
+            npz = np.load(fh, allow_pickle=False)
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+            _fail(path, f"not a readable .npz archive ({type(e).__name__}: {e})")
+        with npz:
+            missing = [k for k in _NPZ_KEYS if k not in npz.files]
+            if missing:
+                _fail(path, f"missing key(s) {missing}; found {sorted(npz.files)}, "
+                            f"expected {list(_NPZ_KEYS)}")
+            for k in _NPZ_KEYS:
+                out[k] = _npz_member(path, npz, k)
     for split in ("train", "test"):
         xk, yk = f"x_{split}", f"y_{split}"
         x, y = out[xk], out[yk]
         if x.dtype != np.uint8:
             _fail(path, f"{xk} has dtype {x.dtype}, expected uint8")
         if x.ndim != 3 or (image_shape is not None and x.shape[1:] != tuple(image_shape)):
-            _fail(path, f"{xk} has shape {x.shape}, expected (N, {image_shape[0]}, {image_shape[1]})")
+            want = "H, W" if image_shape is None else f"{image_shape[0]}, {image_shape[1]}"
+            _fail(path, f"{xk} has shape {x.shape}, expected (N, {want})")
         if not np.issubdtype(y.dtype, np.integer):
             _fail(path, f"{yk} has dtype {y.dtype}, expected an integer dtype")
         if y.ndim != 1:

@@ -213,3 +213,11 @@ def test_shuffled_uint8_batches_are_correct_and_independent():
     for xs, ids in kept:  # nothing handed out earlier was overwritten later
         np.testing.assert_array_equal(xs[:, 0], x[ids] / np.float32(255))
     assert sorted(np.concatenate([ids for _, ids in kept[::2]]).tolist()) == list(range(23))
+
+
+def test_batch_size_larger_than_the_data_allocates_only_the_data():
+    x = np.arange(5 * 2 * 2, dtype=np.uint8).reshape(5, 2, 2)
+    # A buffer of batch_size rows would be 4 PB: MemoryError.
+    batches = list(DataLoader(x, np.arange(5), batch_size=10 ** 15, shuffle=True))
+    assert len(batches) == 1
+    assert sorted(np.rint(batches[0][0][:, 0, 0, 0] * 255).astype(int).tolist()) == [0, 4, 8, 12, 16]

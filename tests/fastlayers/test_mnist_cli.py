@@ -81,11 +81,11 @@ def test_missing_files_give_a_clear_error_and_exit_status_2(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "cifar"], "invalid choice"),
     (["--model", "resnet"], "invalid choice"),
-    (["--epochs", "0"], "--epochs must be >= 1"),
-    (["--batch-size", "0"], "--batch-size must be >= 1"),
-    (["--lr", "-1"], "--lr must be > 0"),
-    (["--target-accuracy", "1.5"], "--target-accuracy must be in"),
-    (["--threads", "0"], "--threads must be in"),
+    (["--epochs", "0"], "argument --epochs: must be an integer >= 1"),
+    (["--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
+    (["--lr", "-1"], "argument --lr: must be a finite number > 0"),
+    (["--target-accuracy", "1.5"], "argument --target-accuracy: must be a fraction in (0, 1]"),
+    (["--threads", "0"], "argument --threads: must be an integer >= 1"),
 ])
 def test_bad_arguments_exit_with_usage_error(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -105,3 +105,17 @@ def test_plot_writes_a_png_or_says_matplotlib_is_missing(tmp_path, capsys):
     else:
         _run(["--epochs", "1", "--plot", str(path)])
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_option_has_help():
+    missing = [a.option_strings for a in mnist.make_parser()._actions if not a.help]
+    assert not missing
+
+
+@pytest.mark.parametrize("n, batch_size, drop_last", [
+    (10, 3, False), (10, 3, True), (9, 3, False), (2, 5, False), (2, 5, True), (1, 1, False)])
+def test_warm_up_batch_sizes_are_the_loaders(n, batch_size, drop_last):
+    from fastlayers.data import DataLoader
+    loader = DataLoader(np.zeros((n, 4), np.float32), np.zeros(n, np.int64),
+                        batch_size=batch_size, drop_last=drop_last)
+    assert mnist._batch_sizes(loader) == {len(y) for _, y in loader}
