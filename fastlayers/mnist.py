@@ -90,6 +90,9 @@ def make_parser():
                    help="compiled kernels, or the NumPy reference")
     p.add_argument("--threads", type=POSITIVE_INT, default=None,
                    help="threads for the kernels and BLAS (and for PyTorch); default: all")
+    p.add_argument("--deterministic", action="store_true",
+                   help="the same bits on any thread count: BLAS on one thread "
+                        "(fastlayers.use_deterministic_algorithms; slower for GEMM-heavy models)")
     p.add_argument("--target-accuracy", type=FRACTION, default=None,
                    help="stop once the test accuracy reaches this fraction (e.g. 0.95)")
     p.add_argument("--json", dest="json_path", default=None, help="write results as JSON here")
@@ -142,9 +145,10 @@ def parse_args(argv=None):
 
 
 def _has_batch_norm(model):
+    """Whether ``model`` normalises over the batch alone (a batch norm over (N, C) features, which
+    has one value per channel in a one-sample batch); BatchNorm2d also averages over the image."""
     import fastlayers as fl
-    kinds = (fl.BatchNorm, fl.BatchNorm1d, fl.BatchNorm2d)
-    return any(isinstance(m, kinds) for m in model.modules())
+    return any(isinstance(m, (fl.BatchNorm, fl.BatchNorm1d)) for m in model.modules())
 
 
 def _make(args, dataset):
@@ -222,6 +226,7 @@ def run(args, out=None):
     from fastlayers.data import DatasetError, load_dataset
     from fastlayers.train import Engine, accuracy, run_epoch
 
+    fl.use_deterministic_algorithms(args.deterministic)
     fl.set_num_threads(args.threads)
     fl.set_backend(args.backend)
     if args.compare_torch:

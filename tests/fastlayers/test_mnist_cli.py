@@ -119,3 +119,15 @@ def test_warm_up_batch_sizes_are_the_loaders(n, batch_size, drop_last):
     loader = DataLoader(np.zeros((n, 4), np.float32), np.zeros(n, np.int64),
                         batch_size=batch_size, drop_last=drop_last)
     assert mnist._batch_sizes(loader) == {len(y) for _, y in loader}
+
+
+def test_deterministic_gives_the_same_run_on_one_and_two_threads():
+    import fastlayers as fl
+    try:
+        runs = [_run(["--epochs", "1", "--deterministic", "--threads", t])[0] for t in ("1", "2")]
+    finally:
+        fl.use_deterministic_algorithms(False)
+        fl.set_num_threads()
+    assert [r["config"]["threads"] for r in runs] == [1, 2]
+    a, b = (r["results"]["fastlayers"]["epochs"][0] for r in runs)
+    assert a["train_loss"] == b["train_loss"] and a["test_accuracy"] == b["test_accuracy"]
