@@ -15,6 +15,8 @@ the default guarantees one result per thread count. Nothing is guaranteed across
 OpenBLAS versions (BLAS picks kernels and block sizes per CPU), between the ``numba`` and ``numpy``
 backends, or after BLAS's threads are changed outside fastlayers. See ``fastlayers/runtime.py``.
 """
+from collections.abc import Mapping
+
 import numpy as np
 
 _state = {"seed": 0, "rng": np.random.default_rng(0), "counter": 0}
@@ -56,10 +58,21 @@ def get_state():
 
 
 def set_state(state):
-    """Restore a snapshot taken by :func:`get_state`."""
+    """Restore a snapshot taken by :func:`get_state` (checked whole before anything changes)."""
+    if not isinstance(state, Mapping) or set(state) != {"seed", "rng", "counter"}:
+        raise TypeError(f"set_state expects the dict get_state() returns (keys 'seed', 'rng', "
+                        f"'counter'), got {state!r:.100}")
+    for key in ("seed", "counter"):
+        v = state[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"set_state: {key!r} must be a non-negative integer, got {v!r}")
     rng = np.random.default_rng()
-    rng.bit_generator.state = state["rng"]
-    _state.update(seed=state["seed"], rng=rng, counter=state["counter"])
+    try:
+        rng.bit_generator.state = state["rng"]
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"set_state: 'rng' is not a {type(rng.bit_generator).__name__} state "
+                         f"({e})") from None
+    _state.update(seed=int(state["seed"]), rng=rng, counter=int(state["counter"]))
 
 
 def get_counter():

@@ -221,6 +221,11 @@ CASES = [
     ("sequential-append", lambda c: c.model.append(3), TypeError, "Module"),
     ("backend-name", lambda c: fl.set_backend("torch"), ValueError, "backend"),
     ("seed-negative", lambda c: fl.manual_seed(-3), ValueError, "seed"),
+    ("rng-state-list", lambda c: random.set_state([0, 1]), TypeError, "get_state"),
+    ("rng-state-counter", lambda c: random.set_state({**random.get_state(), "counter": -1}),
+     ValueError, "counter"),
+    ("rng-state-garbage", lambda c: random.set_state({**random.get_state(), "rng": {"x": 1}}),
+     ValueError, "rng"),
     # ---- optimizer constructors over the model's parameters
     ("sgd-lr-zero", lambda c: fl.SGD(params(c), lr=0.0), ValueError, "lr"),
     ("sgd-lr-negative", lambda c: fl.SGD(params(c), lr=-0.1), ValueError, "lr"),
