@@ -65,6 +65,40 @@ def _step_count(name, value):
     return int(v)
 
 
+class _Views:
+    """One parameter's arrays as the kernels take them (1-D views of ``data``, ``grad`` and the
+    state arrays), kept between steps while the parameter and its state hold the same arrays: a
+    step then costs the kernel call and a few identity checks (re-shaping and re-checking the arrays
+    of every parameter on every step measured 3-7% of the mlp's training step)."""
+
+    __slots__ = ("data", "grad", "state", "p", "g", "empty", "flat")
+
+    def __init__(self, param, state):
+        self.data, self.grad, self.state = param.data, param.grad, state
+        self.p, self.g = self.data.reshape(-1), self.grad.reshape(-1)
+        self.empty = self.p[:0]
+        self.flat = {}      # state array name -> (the array, its flat view)
+
+    def fits(self, param, state):
+        """Whether ``param`` and its ``state`` still hold the arrays these views show."""
+        if self.data is not param.data or self.grad is not param.grad or self.state is not state:
+            return False
+        for name, entry in self.flat.items():
+            if state.get(name) is not entry[0]:
+                return False
+        return True
+
+    def array(self, name):
+        """State array ``name``, flat; zeros (in the parameter's shape) when it does not exist yet."""
+        entry = self.flat.get(name)
+        if entry is None:
+            a = self.state.get(name)
+            if a is None:
+                a = self.state[name] = np.zeros_like(self.data)
+            entry = self.flat[name] = (a, a.reshape(-1))
+        return entry[1]
+
+
 class Optimizer:
     """Base class: parameter groups, per-parameter state, checked steps.
 
@@ -81,6 +115,7 @@ class Optimizer:
         self.param_groups = []
         self.state = {}
         self._checked = {}      # group index -> (hyperparameter values, their checked form)
+        self._views = {}        # Parameter -> _Views of the arrays it held at its last step
         if isinstance(params, (Parameter, Mapping)) or not isinstance(params, Iterable):
             raise TypeError(f"{type(self).__name__} expects an iterable of Parameters or of "
                             f"parameter-group dicts, got {type(params).__name__}")
@@ -166,11 +201,19 @@ class Optimizer:
         for i, group in enumerate(self.param_groups):
             hyper = self._hyper_of(i, group)
             for p in group["params"]:
-                if p.grad is not None:
-                    work.append((p, hyper, self._checked_state(p)))
+                if p.grad is None:
+                    continue
+                state = self.state.get(p)
+                views = self._views.get(p)
+                if views is None or not views.fits(p, state):
+                    self._check_state(p, state)
+                    views = None
+                work.append((p, hyper, state, views))
         ops = backend.ops()
-        for p, hyper, state in work:
-            self._update(ops, p, hyper, self._state_for(p, state))
+        for p, hyper, state, views in work:
+            if views is None:
+                views = self._views[p] = _Views(p, self._state_for(p, state))
+            self._update(ops, views, hyper, views.state)
         return loss
 
     def _hyper_of(self, i, group):
@@ -182,40 +225,29 @@ class Optimizer:
             cached = self._checked[i] = (values, self._check_group(group, f"param_groups[{i}]."))
         return cached[1]
 
-    def _checked_state(self, p):
-        """``p``'s state after checking that it still fits ``p`` (None: no state yet)."""
-        state = self.state.get(p)
-        if state is not None:
-            shape = p.shape
-            for k in self._ARRAYS:
-                a = state.get(k)
-                if a is not None and a.shape != shape:
-                    raise RuntimeError(f"{type(self).__name__}.step(): the state {k!r} of a parameter "
-                                       f"has shape {a.shape} but the parameter now has shape "
-                                       f"{shape}; a parameter rebound to another shape needs a "
-                                       f"new optimizer")
-        return state
+    def _check_state(self, p, state):
+        """A clear error if ``p``'s state (None: no state yet) no longer fits ``p``."""
+        for k in self._ARRAYS if state is not None else ():
+            a = state.get(k)
+            if a is not None and a.shape != p.shape:
+                raise RuntimeError(f"{type(self).__name__}.step(): the state {k!r} of a parameter "
+                                   f"has shape {a.shape} but the parameter now has shape "
+                                   f"{p.shape}; a parameter rebound to another shape needs a new "
+                                   f"optimizer")
 
     def _state_for(self, p, state):
         """``p``'s state, created at its first step and converted to its dtype when the parameter
         changed dtype (``model.to``)."""
         if state is None:
             state = self.state[p] = {"step": 0}
-        dtype = p.dtype
         for k in self._ARRAYS:
             a = state.get(k)
-            if a is not None and a.dtype != dtype:
-                state[k] = a.astype(dtype)
+            if a is not None and a.dtype != p.dtype:
+                state[k] = a.astype(p.dtype)
         return state
 
-    def _array(self, state, name, p):
-        """State array ``name`` of ``p``, flat; zeros when it does not exist yet."""
-        a = state.get(name)
-        if a is None:
-            a = state[name] = np.zeros_like(p.data)
-        return a.reshape(-1)
-
-    def _update(self, ops, p, hyper, state):
+    def _update(self, ops, views, hyper, state):
+        """One compiled update of a parameter (``views`` holds its arrays, flat)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------ state
@@ -278,6 +310,7 @@ class Optimizer:
             g.clear()
             g.update(new)
         self.state = new_state
+        self._views = {}
 
     def _checked_entry(self, where, entry, p):
         """A copy of one parameter's saved state, checked to fit ``p``."""
@@ -345,12 +378,12 @@ class SGD(Optimizer):
         if h["nesterov"] and (h["momentum"] <= 0 or h["dampening"] != 0):
             raise ValueError(f"{where}nesterov momentum requires momentum > 0 and dampening = 0")
 
-    def _update(self, ops, p, h, state):
+    def _update(self, ops, v, h, state):
         state["step"] += 1
         first = h["momentum"] != 0 and state.get("momentum_buffer") is None
-        buf = self._array(state, "momentum_buffer", p) if h["momentum"] else p.data.reshape(-1)[:0]
-        ops.sgd_step(p.data.reshape(-1), p.grad.reshape(-1), buf, h["lr"], h["momentum"],
-                     h["dampening"], h["weight_decay"], h["nesterov"], first)
+        buf = v.array("momentum_buffer") if h["momentum"] else v.empty
+        ops.sgd_step(v.p, v.g, buf, h["lr"], h["momentum"], h["dampening"], h["weight_decay"],
+                     h["nesterov"], first)
 
 
 class Momentum(SGD):
@@ -373,14 +406,12 @@ class RMSprop(Optimizer):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered))
 
-    def _update(self, ops, p, h, state):
+    def _update(self, ops, v, h, state):
         state["step"] += 1
-        empty = p.data.reshape(-1)[:0]
-        gavg = self._array(state, "grad_avg", p) if h["centered"] else empty
-        buf = self._array(state, "momentum_buffer", p) if h["momentum"] else empty
-        ops.rmsprop_step(p.data.reshape(-1), p.grad.reshape(-1), self._array(state, "square_avg", p),
-                         gavg, buf, h["lr"], h["alpha"], h["eps"], h["weight_decay"], h["momentum"],
-                         h["centered"])
+        gavg = v.array("grad_avg") if h["centered"] else v.empty
+        buf = v.array("momentum_buffer") if h["momentum"] else v.empty
+        ops.rmsprop_step(v.p, v.g, v.array("square_avg"), gavg, buf, h["lr"], h["alpha"], h["eps"],
+                         h["weight_decay"], h["momentum"], h["centered"])
 
 
 class Adam(Optimizer):
@@ -396,12 +427,12 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad))
 
-    def _update(self, ops, p, h, state):
+    def _update(self, ops, v, h, state):
         state["step"] += 1
-        vmax = self._array(state, "max_exp_avg_sq", p) if h["amsgrad"] else p.data.reshape(-1)[:0]
-        ops.adam_step(p.data.reshape(-1), p.grad.reshape(-1), self._array(state, "exp_avg", p),
-                      self._array(state, "exp_avg_sq", p), vmax, h["lr"], h["betas"][0],
-                      h["betas"][1], h["eps"], h["weight_decay"], state["step"], h["amsgrad"])
+        vmax = v.array("max_exp_avg_sq") if h["amsgrad"] else v.empty
+        ops.adam_step(v.p, v.g, v.array("exp_avg"), v.array("exp_avg_sq"), vmax, h["lr"],
+                      h["betas"][0], h["betas"][1], h["eps"], h["weight_decay"], state["step"],
+                      h["amsgrad"])
 
 
 class NAdam(Optimizer):
@@ -419,7 +450,7 @@ class NAdam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay))
 
-    def _update(self, ops, p, h, state):
+    def _update(self, ops, v, h, state):
         t = state["step"] = state["step"] + 1
         (b1, b2), lr, md = h["betas"], h["lr"], h["momentum_decay"]
         mu = b1 * (1.0 - 0.5 * 0.96 ** (t * md))
@@ -427,9 +458,8 @@ class NAdam(Optimizer):
         mu_product = state["mu_product"] = state.get("mu_product", 1.0) * mu
         coef_g = lr * (1.0 - mu) / (1.0 - mu_product)
         coef_m = lr * mu_next / (1.0 - mu_product * mu_next)
-        ops.nadam_step(p.data.reshape(-1), p.grad.reshape(-1), self._array(state, "exp_avg", p),
-                       self._array(state, "exp_avg_sq", p), b1, b2, h["eps"], h["weight_decay"],
-                       1 - b2 ** t, coef_g, coef_m)
+        ops.nadam_step(v.p, v.g, v.array("exp_avg"), v.array("exp_avg_sq"), b1, b2, h["eps"],
+                       h["weight_decay"], 1 - b2 ** t, coef_g, coef_m)
 
 
 Nadam = NAdam
