@@ -355,3 +355,18 @@ def test_repr_and_step_count():
     opt.step()
     opt.step()
     assert opt.state[p]["step"] == 2
+
+
+def test_state_arrays_replaced_by_the_user_are_the_ones_stepped():
+    """The optimizer's cached views follow a state array rebound between steps."""
+    p = fl.Parameter(np.zeros(3))
+    opt = fl.SGD([p], lr=1.0, momentum=0.5)
+    p.grad[...] = 1.0
+    opt.step()                                    # buffer = g = 1, p = -1
+    opt.state[p]["momentum_buffer"] = np.full(3, 4.0)
+    opt.step()                                    # buffer = 0.5 * 4 + 1 = 3, p = -1 - 3
+    np.testing.assert_array_equal(opt.state[p]["momentum_buffer"], 3.0)
+    np.testing.assert_array_equal(p.data, -4.0)
+    opt.load_state_dict(opt.state_dict())         # copies: the views follow them too
+    opt.step()                                    # buffer = 0.5 * 3 + 1 = 2.5
+    np.testing.assert_array_equal(p.data, -6.5)
