@@ -46,6 +46,8 @@ class _Loss(Module):
 
     def _finish(self, loss, grad):
         self._cache = grad
+        if grad.size == 0 and self.reduction == "mean":
+            return float("nan")         # the mean of no values, as PyTorch
         return float(loss)
 
     def backward(self, grad_output=1.0):

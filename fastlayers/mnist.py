@@ -358,6 +358,11 @@ def main(argv=None):
         message = " ".join(str(e).split()) or type(e).__name__  # one line, even for many mirrors
         print(f"fastlayers-mnist: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("fastlayers-mnist: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

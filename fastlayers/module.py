@@ -26,7 +26,9 @@ class Parameter:
 
     def __init__(self, data):
         self._grad = None
-        self.data = np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data
+        if isinstance(data, np.ndarray) and not data.flags.c_contiguous:
+            data = data.copy(order="C")     # (np.ascontiguousarray would make a 0-d array 1-d)
+        self.data = data
         self._grad = np.zeros_like(self._data)
 
     @property

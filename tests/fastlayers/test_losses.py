@@ -163,3 +163,14 @@ def test_any_input_shape_for_pointwise_losses(backend_name):
     assert mse(x, t) == pytest.approx(((x - t) ** 2).mean(), rel=1e-12)
     np.testing.assert_allclose(mse.backward(), 2 * (x - t) / x.size, rtol=1e-12)
     assert gradcheck(fl.BCEWithLogitsLoss(), x, target=rng(9).uniform(0, 1, x.shape)).ok
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_empty_batch_mean_is_nan_sum_is_zero(backend_name, name):
+    """PyTorch's reductions over no values: the mean is NaN, the sum 0; the gradient is empty."""
+    x, t, _ = case(name)
+    x, t = x[:0], t[:0]
+    for reduction, expected in (("mean", np.nan), ("sum", 0.0)):
+        loss = CLASSES[name](reduction=reduction)
+        np.testing.assert_array_equal(loss(x, t), expected)
+        assert loss.backward().shape == x.shape

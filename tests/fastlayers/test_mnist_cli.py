@@ -131,3 +131,11 @@ def test_deterministic_gives_the_same_run_on_one_and_two_threads():
     assert [r["config"]["threads"] for r in runs] == [1, 2]
     a, b = (r["results"]["fastlayers"]["epochs"][0] for r in runs)
     assert a["train_loss"] == b["train_loss"] and a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_interrupt_ends_in_one_line_and_status_130(monkeypatch, capsys):
+    def interrupted(args, out=None):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(mnist, "run", interrupted)
+    assert mnist.main(["--no-progress"]) == 130
+    assert capsys.readouterr().err.strip() == "fastlayers-mnist: interrupted"
