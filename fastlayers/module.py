@@ -3,6 +3,7 @@
 ``forward(x)`` caches what ``backward`` needs; ``backward(grad_output)`` returns the gradient of the
 input and *adds* each parameter's gradient into ``param.grad`` (call ``zero_grad()`` between steps).
 """
+import functools
 from collections import namedtuple
 from collections.abc import Mapping
 
@@ -96,6 +97,27 @@ class Module:
     ``needs_input_grad``: set it to False on a model's first layer to skip computing the gradient of
     the input (data that is not trained, as PyTorch does for tensors that don't require grad);
     ``backward`` then returns None.
+
+    A custom module defines ``forward(x)``, which keeps what the backward needs with
+    :meth:`save_for_backward`, and ``backward(grad_output)``, which reads :attr:`saved_tensors`,
+    adds each parameter's gradient into ``param.grad_buffer()`` and returns the input's gradient::
+
+        class Scale(fl.Module):          # y = x * weight, a learned weight per feature
+            def __init__(self, features):
+                super().__init__()
+                self.weight = fl.Parameter(np.ones(features, np.float32))
+
+            def forward(self, x):
+                self.save_for_backward(x)
+                return x * self.weight.data
+
+            def backward(self, grad_output):
+                (x,) = self.saved_tensors
+                self.weight.grad_buffer()[...] += (grad_output * x).sum(axis=0)
+                return grad_output * self.weight.data
+
+    Check arguments before changing anything, so that a call that raises leaves the module as it
+    was. A second ``backward`` after one forward raises, as in PyTorch.
     """
 
     needs_input_grad = True
@@ -141,6 +163,35 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass's ``backward`` marks what its forward saved as used once it returns, so a
+        second backward after one forward raises (see :meth:`save_for_backward`)."""
+        super().__init_subclass__(**kwargs)
+        backward = cls.__dict__.get("backward")
+        if backward is None or getattr(backward, "releases_saved", False):
+            return
+
+        @functools.wraps(backward)
+        def releasing(self, *args, **kw):
+            result = backward(self, *args, **kw)
+            if self.__dict__.get("_cache") is not None:
+                object.__setattr__(self, "_cache", _USED)
+            return result
+        releasing.releases_saved = True
+        cls.backward = releasing
+
+    def save_for_backward(self, *values):
+        """Keep ``values`` for :meth:`backward` (call it in ``forward``). They are
+        :attr:`saved_tensors` until a backward has returned; a ``Sequential`` forward that fails
+        puts back what the module saved before it."""
+        object.__setattr__(self, "_cache", values)
+
+    @property
+    def saved_tensors(self):
+        """What :meth:`save_for_backward` kept, as a tuple; RuntimeError before any forward and
+        after a backward used it (it would add the gradients twice)."""
+        return self._saved()
 
     def _saved(self):
         """The cache of the last forward, for ``backward``; a clear error when there was no forward
