@@ -13,7 +13,8 @@ def test_readme_examples_run(capsys):
     assert len(blocks) == 2
     namespace = {}
     exec(compile(blocks[0] + blocks[1], str(README), "exec"), namespace)
-    accuracies = [float(v) for v in re.findall(r"held-out accuracy ([0-9.]+)%", capsys.readouterr().out)]
+    printed = capsys.readouterr().out
+    accuracies = [float(v) for v in re.findall(r"held-out accuracy ([0-9.]+)%", printed)]
     assert len(accuracies) == 3 and accuracies[-1] > 90.0
     fl, scale = namespace["fl"], namespace["Scale"](3).double()
     assert fl.gradcheck(scale, np.random.default_rng(0).standard_normal((4, 3)))
