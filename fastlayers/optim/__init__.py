@@ -1,0 +1,5 @@
+"""Optimizers (``optimizer.py``: torch.optim's formulas and contract) and learning-rate schedulers
+(``lr_scheduler.py``: torch.optim.lr_scheduler's)."""
+from fastlayers.optim.optimizer import SGD, Adam, Momentum, NAdam, Nadam, Optimizer, RMSprop
+
+__all__ = ["Adam", "Momentum", "NAdam", "Nadam", "Optimizer", "RMSprop", "SGD"]
