@@ -29,7 +29,8 @@ from fastlayers.module import Module, Parameter, Sequential
 from fastlayers.normalization import BatchNorm, BatchNorm1d, BatchNorm2d
 from fastlayers.optim import SGD, Adam, Momentum, NAdam, Nadam, Optimizer, RMSprop
 from fastlayers.pooling import AvgPool2d, MaxPool2d
-from fastlayers.random import manual_seed
+from fastlayers.random import get_rng_state, manual_seed, set_rng_state
+from fastlayers.serialization import CheckpointError, load, save
 from fastlayers import runtime
 from fastlayers.runtime import (are_deterministic_algorithms_enabled, get_blas_threads,
                                 get_num_threads, keep_freed_memory, set_num_threads,
@@ -39,6 +40,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adam",
+    "CheckpointError",
+    "get_rng_state",
+    "load",
+    "save",
+    "set_rng_state",
     "are_deterministic_algorithms_enabled",
     "AvgPool2d",
     "BatchNorm",

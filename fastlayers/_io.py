@@ -1,4 +1,5 @@
-"""Writes that must not be lost: to a temporary file beside the target, then a rename."""
+"""Writes that must not be lost: to a temporary file beside the target, synced, then a rename (and
+the directory synced, so the rename itself survives a crash)."""
 import contextlib
 import os
 import tempfile
@@ -23,3 +24,16 @@ def atomic_open(path, suffix=".tmp"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _sync_directory(directory)
+
+
+def _sync_directory(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:          # not every platform opens directories
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)

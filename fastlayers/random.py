@@ -75,6 +75,17 @@ def set_state(state):
     _state.update(seed=int(state["seed"]), rng=rng, counter=int(state["counter"]))
 
 
+def get_rng_state():
+    """The random state of initialisation, shuffling and dropout (PyTorch's name), a dict of plain
+    numbers that :func:`fastlayers.save` can store; :func:`set_rng_state` restores it."""
+    return get_state()
+
+
+def set_rng_state(state):
+    """Restore a state from :func:`get_rng_state` (checked whole before anything changes)."""
+    set_state(state)
+
+
 def get_counter():
     """The dropout stream's position (a failed forward restores it with :func:`set_counter`)."""
     return _state["counter"]
