@@ -425,10 +425,15 @@ class Sequential(Module):
     def _undo_log(self):
         """What a forward of this container can change: every descendant's cache, the buffers a
         training forward updates in place (running statistics), and the dropout counter. A
-        failed forward puts them back, so it changes nothing."""
-        mods = list(self.modules())
-        buffers = [(b, b.copy()) for b in self.buffers()] if self.training else []
-        return [(m, m.__dict__.get("_cache")) for m in mods], buffers, random.get_counter()
+        failed forward puts them back, so it changes nothing. (A plain walk: this runs on every
+        forward.)"""
+        mods = [self]
+        for m in mods:
+            mods.extend(m._modules.values())
+        caches = [(m, m.__dict__.get("_cache")) for m in mods]
+        buffers = [(b, b.copy()) for m in mods for b in m._buffers.values()
+                   if b is not None] if self.training else []
+        return caches, buffers, random.get_counter()
 
     def backward(self, grad_output):
         steps = self._saved()
