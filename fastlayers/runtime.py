@@ -190,6 +190,9 @@ def get_num_threads():
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
+_ALLOCATOR = {"kept": False}
+
+
 def keep_freed_memory(mmap_threshold=256 << 20, trim_threshold=1 << 30):
     """Ask glibc to serve allocations below ``mmap_threshold`` bytes from the heap and to keep up to
     ``trim_threshold`` bytes of freed heap for reuse. Returns False (and does nothing) where the C
@@ -201,5 +204,21 @@ def keep_freed_memory(mmap_threshold=256 << 20, trim_threshold=1 << 30):
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+    kept = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
         mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    _ALLOCATOR["kept"] = _ALLOCATOR["kept"] or kept
+    return kept
+
+
+def keep_freed_memory_at_import():
+    """What importing fastlayers does: :func:`keep_freed_memory`, unless the environment variable
+    ``FASTLAYERS_KEEP_FREED_MEMORY`` is ``0``."""
+    if os.environ.get("FASTLAYERS_KEEP_FREED_MEMORY", "1").strip() == "0":
+        return False
+    return keep_freed_memory()
+
+
+def freed_memory_kept():
+    """Whether glibc's thresholds were raised in this process (by the import or a call of
+    :func:`keep_freed_memory`)."""
+    return _ALLOCATOR["kept"]

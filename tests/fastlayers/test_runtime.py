@@ -178,3 +178,17 @@ def test_torch_and_numba_get_separate_openmp_runtimes():
         pytest.skip(f"Numba's threading layer here is {layer}, not OpenMP")
     torch_dir = os.sep + "torch" + os.sep
     assert len(libs) == 2 and sum(torch_dir in p for p in libs) == 1, libs
+
+
+ALLOCATOR = "import fastlayers, json; print(json.dumps(fastlayers.runtime.freed_memory_kept()))"
+
+
+def test_import_keeps_freed_memory_on_glibc():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt is Linux-only")
+    assert _fresh(ALLOCATOR) is True
+
+
+@pytest.mark.parametrize("value", ["0", " 0 "])
+def test_keep_freed_memory_opt_out_leaves_glibc_alone(value):
+    assert _fresh(ALLOCATOR, FASTLAYERS_KEEP_FREED_MEMORY=value) is False
