@@ -7,10 +7,11 @@ process was busy. ``kernels/__init__.py`` therefore makes idle workers of both p
 (``OMP_WAIT_POLICY=PASSIVE``, ``OPENBLAS_THREAD_TIMEOUT=4``) unless the environment says otherwise.
 With sleeping workers the pools take turns, and BLAS gets as many threads as the kernels: on the
 2-CPU VM the 784-512-256-128-10 training step went from 5.4 to 4.1 ms (medians, interleaved with
-PyTorch's step on two threads). OpenBLAS reads its variable when its library loads, so when NumPy
-was imported before fastlayers (and the variable was not in the environment), its workers keep
-busy-waiting and BLAS stays on one thread (``kernels.BLAS_WORKERS_SLEEP`` says which case holds).
-Numba's kernels decide per call whether a parallel launch pays.
+PyTorch's step on two threads). OpenBLAS reads its variable when its library loads; when NumPy was
+imported before fastlayers, the kernels package makes each loaded OpenBLAS re-read it and restart
+its workers. Where that is impossible BLAS stays on one thread and the import warns once
+(``kernels.BLAS_WORKERS_SLEEP`` says which case holds). Numba's kernels decide per call whether a
+parallel launch pays.
 
 Reproducibility across thread counts: with :func:`use_deterministic_algorithms` on, the same seed
 (:func:`fastlayers.manual_seed`), dtype, backend and batch sizes give bitwise identical weights,
@@ -58,7 +59,7 @@ import kernels
 
 # "wanted": the BLAS threads asked for by set_num_threads or settle(), which BLAS gets back when
 # deterministic mode is switched off.
-_BLAS = {"limiter": None, "wanted": None}
+_BLAS = {"limiter": None, "wanted": None, "warned": False}
 _DETERMINISTIC = {"on": False}
 
 
@@ -104,6 +105,13 @@ def settle():
     algorithms on, BLAS keeps one thread (and gets those threads once they are switched off)."""
     _BLAS["wanted"] = _default_blas_threads(numba.config.NUMBA_NUM_THREADS)
     _apply_blas()
+    if not kernels.BLAS_WORKERS_SLEEP and not _BLAS["warned"]:
+        _BLAS["warned"] = True
+        warnings.warn("fastlayers: BLAS runs on one thread, because an OpenBLAS loaded before "
+                      "fastlayers keeps its idle workers busy-waiting (they would starve the "
+                      "kernels' threads) and could not be restarted. Import fastlayers before "
+                      "numpy and scipy, or set OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=PASSIVE "
+                      "in the environment", RuntimeWarning, stacklevel=2)
 
 
 def use_deterministic_algorithms(mode):
