@@ -295,8 +295,9 @@ def run(args, out=None):
             if engine.name in done:
                 continue
             random.set_state(start)
+            n, b = loader.num_samples, loader.batch_size
             bar = _progress_bar(f"{engine.name} epoch {epoch}/{args.epochs}",
-                                loader.num_samples) if args.progress else None
+                                n - n % b if loader.drop_last else n) if args.progress else None
             loss, seconds, samples = run_epoch(engine, loader, bar)
             if bar is not None:
                 bar.close()
