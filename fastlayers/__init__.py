@@ -94,4 +94,4 @@ __all__ = [
 ]
 
 runtime.settle()   # BLAS threads; Numba's start with the first parallel kernel
-keep_freed_memory()
+runtime.keep_freed_memory_at_import()   # FASTLAYERS_KEEP_FREED_MEMORY=0 leaves glibc as it is

@@ -1,16 +1,15 @@
 """Runtime settings, settled in one place: threads and the memory allocator.
 
-fastlayers' own kernels run on Numba's thread pool; its GEMMs run in BLAS (OpenBLAS in NumPy/SciPy
-wheels). Both pools busy-wait by default, and on a machine with few cores they starve each other: a
-(64, 784) x (784, 128) GEMM measured 0.7 ms with one BLAS thread and 73 ms with two while another
-process was busy. ``kernels/__init__.py`` therefore makes idle workers of both pools sleep
-(``OMP_WAIT_POLICY=PASSIVE``, ``OPENBLAS_THREAD_TIMEOUT=4``) unless the environment says otherwise.
-With sleeping workers the pools take turns, and BLAS gets as many threads as the kernels: on the
-2-CPU VM the 784-512-256-128-10 training step went from 5.4 to 4.1 ms (medians, interleaved with
-PyTorch's step on two threads). OpenBLAS reads its variable when its library loads, so when NumPy
-was imported before fastlayers (and the variable was not in the environment), its workers keep
-busy-waiting and BLAS stays on one thread (``kernels.BLAS_WORKERS_SLEEP`` says which case holds).
-Numba's kernels decide per call whether a parallel launch pays.
+Threads. fastlayers' own kernels run on Numba's OpenMP pool; its GEMMs run in BLAS (OpenBLAS in
+NumPy/SciPy wheels). Both pools busy-wait by default, and on a machine with few cores they starve
+each other (a (64, 784) x (784, 128) GEMM takes 0.7 ms on one BLAS thread, up to 100x that on two
+beside a busy neighbour). So ``kernels/__init__.py`` makes idle workers of both pools sleep
+(``OMP_WAIT_POLICY=PASSIVE``, ``OPENBLAS_THREAD_TIMEOUT=4``) unless the environment says otherwise,
+and then the pools take turns and BLAS gets as many threads as the kernels. OpenBLAS reads its
+variable when its library loads; when NumPy was imported first, the kernels package makes each
+loaded OpenBLAS re-read it and restart its workers. Where that is impossible BLAS stays on one
+thread and the import warns once (``kernels.BLAS_WORKERS_SLEEP`` says which case holds). Numba's
+kernels decide per call whether a parallel launch pays.
 
 Reproducibility across thread counts: with :func:`use_deterministic_algorithms` on, the same seed
 (:func:`fastlayers.manual_seed`), dtype, backend and batch sizes give bitwise identical weights,
@@ -19,30 +18,29 @@ the same bits on any thread count by construction: every ``prange`` thread owns 
 sums a thread reduces run over fixed chunks whose count does not depend on the threads (chunk counts
 derived from ``numba.get_num_threads()`` only place the work). Dropout masks are a counter-based
 hash of (seed, call, element). BLAS is what differs: OpenBLAS cuts a GEMM's reduction dimension K
-into blocks of at most GEMM_Q (448 for its SkylakeX sgemm) and halves a remainder between Q and 2Q,
-the threaded driver as ``(r + 1) // 2``, the one-thread driver rounded up to a multiple of the
-kernel's unroll, so the partial sums are rounded at different places. The 784-input layers of the
-speed-run models hit this (y = x @ w.T with K = 784); their other GEMMs happen to agree.
-Deterministic mode therefore keeps BLAS on one thread (for both backends: the ``numpy`` one's GEMMs
-are BLAS's too). On an idle 2-CPU Xeon (OpenBLAS's SkylakeX kernels) that made the training step
-1.09x as long for the mlp, 1.26-1.34x for mlp-bn and 1.0x for the cnn, whose time is in Numba's
-convolutions (``asv_bench/determinism.py``, medians of interleaved rounds), so it is off by default:
-a seed then means one result per thread count. Cutting K into chunks of at most Q before calling
-BLAS would make two BLAS threads agree with one, but Q is an internal of each OpenBLAS CPU target,
-and the chunked GEMM measured slower than one thread at the mlp's shape. Nothing is promised across
-machines or CPU models (BLAS picks its kernels and block sizes per CPU), across OpenBLAS versions,
-or when BLAS's threads are changed behind fastlayers' back (threadpoolctl, or another library's
-calls).
+into blocks of at most GEMM_Q (448 for its SkylakeX sgemm) and splits a remainder between Q and 2Q
+differently on one thread and on several, so the partial sums are rounded at different places. The
+784-input layers of the speed-run models hit this (K = 784). Deterministic mode therefore keeps
+BLAS on one thread, for both backends; it is off by default because that makes a GEMM-heavy
+training step up to a third longer on two threads (mlp-bn; the cnn's time is in Numba's
+convolutions; ``asv_bench/determinism.py``), so a seed then means one result per thread count.
+Cutting K into chunks of at most Q before calling BLAS would make the thread counts agree, but Q is
+an internal of each OpenBLAS CPU target. Nothing is promised across machines or CPU models, across
+OpenBLAS versions, or when BLAS's threads are changed behind fastlayers' back (threadpoolctl, or
+another library's calls).
 
 PyTorch, for side-by-side timings: import it with :func:`import_torch`, before any kernel runs, so
 that it keeps an OpenMP runtime of its own with its own settings (importing fastlayers only limits
 BLAS's threads; Numba's threads start with the first parallel kernel).
 
-Memory: glibc serves allocations above its mmap threshold (128 KiB to 32 MiB, adaptive) with fresh
-pages from the kernel and returns them on free, so every large activation array of every step pays
-the page faults again. On this kind of VM allocating and filling two 3.2 MB arrays took 8 ms that
-way and 0.2 ms from the reused heap. :func:`keep_freed_memory` raises the thresholds so freed
-memory is reused (as PyTorch's caching allocator does); it runs at import on glibc systems.
+Memory: glibc serves allocations above its mmap threshold (128 KiB, rising adaptively up to
+32 MiB) with fresh pages from the kernel and trims freed heap above its trim threshold, so the
+large activation arrays of a convolutional model pay their page faults again every step (the cnn's
+training step takes about 1,600 page faults, 1.25x its CPU time). :func:`keep_freed_memory` raises
+both thresholds so freed memory is reused, as PyTorch's caching allocator does; importing
+fastlayers calls it on glibc systems unless the environment variable
+``FASTLAYERS_KEEP_FREED_MEMORY`` is ``0`` (it is a process-wide setting: the process keeps up to
+1 GiB of freed heap instead of returning it). :func:`freed_memory_kept` says whether it applied.
 """
 import ctypes
 import ctypes.util
@@ -58,7 +56,7 @@ import kernels
 
 # "wanted": the BLAS threads asked for by set_num_threads or settle(), which BLAS gets back when
 # deterministic mode is switched off.
-_BLAS = {"limiter": None, "wanted": None}
+_BLAS = {"limiter": None, "wanted": None, "warned": False}
 _DETERMINISTIC = {"on": False}
 
 
@@ -104,6 +102,13 @@ def settle():
     algorithms on, BLAS keeps one thread (and gets those threads once they are switched off)."""
     _BLAS["wanted"] = _default_blas_threads(numba.config.NUMBA_NUM_THREADS)
     _apply_blas()
+    if not kernels.BLAS_WORKERS_SLEEP and not _BLAS["warned"]:
+        _BLAS["warned"] = True
+        warnings.warn("fastlayers: BLAS runs on one thread, because an OpenBLAS loaded before "
+                      "fastlayers keeps its idle workers busy-waiting (they would starve the "
+                      "kernels' threads) and could not be restarted. Import fastlayers before "
+                      "numpy and scipy, or set OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=PASSIVE "
+                      "in the environment", RuntimeWarning, stacklevel=2)
 
 
 def use_deterministic_algorithms(mode):
@@ -147,12 +152,12 @@ def import_torch():
 
     Numba's kernels run on the system's GNU OpenMP runtime, whose idle workers fastlayers makes
     sleep (kernels/__init__.py). PyTorch ships a libgomp of its own, but once Numba's has loaded,
-    PyTorch binds to that one instead (the same soname) and inherits the sleeping workers: its
-    training step of the mlp-bn model ran 1.5-1.7x slower that way (22 ms instead of 14 ms), which
-    flattered every ratio against it. Imported before Numba starts its threads, and with the
-    variables fastlayers defaulted hidden from it while it loads, PyTorch gets its own runtime
-    with its own defaults. Importing fastlayers does not start Numba's threads; the first parallel
-    kernel or :func:`set_num_threads` does, and after that this still imports PyTorch but warns.
+    PyTorch binds to that one instead (the same soname) and inherits the sleeping workers, which
+    makes its mlp-bn training step about 1.5x as long and flatters every ratio against it.
+    Imported before Numba starts its threads, and with the variables fastlayers defaulted hidden
+    from it while it loads, PyTorch gets its own runtime with its own defaults. Importing
+    fastlayers does not start Numba's threads; the first parallel kernel or
+    :func:`set_num_threads` does, and after that this still imports PyTorch but warns.
     """
     if "torch" in sys.modules:
         return sys.modules["torch"]
@@ -190,6 +195,9 @@ def get_num_threads():
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
+_ALLOCATOR = {"kept": False}
+
+
 def keep_freed_memory(mmap_threshold=256 << 20, trim_threshold=1 << 30):
     """Ask glibc to serve allocations below ``mmap_threshold`` bytes from the heap and to keep up to
     ``trim_threshold`` bytes of freed heap for reuse. Returns False (and does nothing) where the C
@@ -201,5 +209,21 @@ def keep_freed_memory(mmap_threshold=256 << 20, trim_threshold=1 << 30):
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+    kept = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
         mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    _ALLOCATOR["kept"] = _ALLOCATOR["kept"] or kept
+    return kept
+
+
+def keep_freed_memory_at_import():
+    """What importing fastlayers does: :func:`keep_freed_memory`, unless the environment variable
+    ``FASTLAYERS_KEEP_FREED_MEMORY`` is ``0``."""
+    if os.environ.get("FASTLAYERS_KEEP_FREED_MEMORY", "1").strip() == "0":
+        return False
+    return keep_freed_memory()
+
+
+def freed_memory_kept():
+    """Whether glibc's thresholds were raised in this process (by the import or a call of
+    :func:`keep_freed_memory`)."""
+    return _ALLOCATOR["kept"]

@@ -51,9 +51,9 @@ def run_epoch(engine, loader, progress=None):
         total += loss * len(y)
         count += len(y)
         if progress is not None:
+            progress.set_postfix_str(f"loss {loss:.4f}, {count / max(seconds, 1e-9):,.0f} "
+                                     "samples/s of training time", refresh=False)
             progress.update(len(y))
-            progress.set_postfix(loss=f"{loss:.4f}", samples_s=f"{count / max(seconds, 1e-9):,.0f}",
-                                 refresh=False)
     return total / max(count, 1), seconds, count
 
 

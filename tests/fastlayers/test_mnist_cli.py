@@ -2,6 +2,7 @@
 and clear errors for bad arguments and missing data."""
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -139,3 +140,93 @@ def test_interrupt_ends_in_one_line_and_status_130(monkeypatch, capsys):
     monkeypatch.setattr(mnist, "run", interrupted)
     assert mnist.main(["--no-progress"]) == 130
     assert capsys.readouterr().err.strip() == "fastlayers-mnist: interrupted"
+
+
+def test_help_states_defaults_without_none_noise():
+    text = mnist.make_parser().format_help()
+    assert "(default: None)" not in text and "default: None" not in text
+    for stated in ("default: mnist-10k", "default: mlp", "default: 0", "(default)",
+                   "default: 20 mlp, 5 mlp-bn, 3 cnn", "--progress, --no-progress"):
+        assert stated in " ".join(text.split()), stated
+
+
+@pytest.mark.parametrize("argv, tty, progress", [
+    ([], False, False), ([], True, True), (["--progress"], False, True),
+    (["--no-progress"], True, False)])
+def test_progress_bar_only_on_a_terminal_unless_forced(monkeypatch, argv, tty, progress):
+    class Stream(io.StringIO):
+        def isatty(self):
+            return tty
+    monkeypatch.setattr(sys, "stderr", Stream())
+    assert mnist.parse_args(argv).progress is progress
+
+
+def test_progress_bar_shows_one_throughput_figure(monkeypatch):
+    from fastlayers.data import DataLoader
+    from fastlayers.train import run_epoch
+
+    class Engine:
+        def train(self, mode):
+            pass
+
+        def train_step(self, x, y):
+            return 0.5
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    loader = DataLoader(np.zeros((64, 4), np.float32), np.zeros(64, np.int64), batch_size=16)
+    bar = mnist._progress_bar("fastlayers epoch 1/1", loader.num_samples)
+    bar.mininterval = 0
+    run_epoch(Engine(), loader, bar)
+    bar.close()
+    shown = err.getvalue()
+    assert "samples/s of training time" in shown and "loss 0.5000" in shown
+    assert "img/s" not in shown and "it/s" not in shown   # tqdm's own rate is left out
+
+
+def test_summary_and_json_schema(tmp_path):
+    import datetime
+    path = tmp_path / "r.json"
+    report, text = _run(["--epochs", "2", "--target-accuracy", "0.999", "--json", str(path)])
+    summary = text[text.index("summary (fastlayers)"):]
+    for field in ("model", "mlp", "dataset", "mnist-10k", "optimizer", "sgd", "epochs", "2 of 2",
+                  "training time", "median epoch", "samples/s of training time",
+                  "final", "best", "99.90% not reached", "compile/load"):
+        assert field in summary, field
+    saved = json.loads(path.read_text())
+    assert saved["schema_version"] == 2 and isinstance(saved["schema_version"], int)
+    stamp = datetime.datetime.fromisoformat(saved["timestamp"])
+    assert stamp.utcoffset() == datetime.timedelta(0)
+    assert set(saved["git"]) == {"commit", "dirty"}
+    run = saved["results"]["fastlayers"]
+    assert run["best_test_accuracy"] == max(e["test_accuracy"] for e in run["epochs"])
+    assert run["samples_per_s"] > 0
+
+
+def test_git_state_in_this_checkout_and_without_git(monkeypatch, tmp_path):
+    import shutil
+    state = mnist._git_state()
+    here = os.path.dirname(os.path.dirname(os.path.abspath(mnist.__file__)))
+    if shutil.which("git") and os.path.exists(os.path.join(here, ".git")):   # a file in a worktree
+        assert len(state["commit"]) == 40 and isinstance(state["dirty"], bool)
+    monkeypatch.setenv("PATH", str(tmp_path))    # no git executable
+    assert mnist._git_state() == {"commit": None, "dirty": None}
+
+
+def test_plot_is_accuracy_against_training_time(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    seen = {}
+
+    def record(fig, path, **kw):
+        ax = fig.axes[0]
+        seen.update(n_axes=len(fig.axes), title=ax.get_title(), x=ax.get_xlabel(),
+                    y=ax.get_ylabel(), legend=[t.get_text() for t in ax.get_legend().get_texts()],
+                    xdata=[list(line.get_xdata()) for line in ax.get_lines()])
+    monkeypatch.setattr(Figure, "savefig", record)
+    report, _ = _run(["--epochs", "2", "--compare-numpy", "--plot", str(tmp_path / "p.png")])
+    assert seen["n_axes"] == 1
+    assert all(w in seen["title"] for w in ("mlp", "sgd", "mnist-10k"))
+    assert "training time" in seen["x"] and "accuracy" in seen["y"]
+    assert seen["legend"] == ["fastlayers", "fastlayers-numpy"]
+    secs = [e["seconds"] for e in report["results"]["fastlayers"]["epochs"]]
+    assert seen["xdata"][0] == pytest.approx(np.cumsum(secs))

@@ -32,10 +32,53 @@ def test_blas_follows_kernel_threads_when_fastlayers_loads_first():
     assert _fresh(REPORT) == [True, 2, 2]
 
 
-@pytest.mark.parametrize("first", ["numpy", "scipy.linalg"])
-def test_blas_stays_on_one_thread_when_openblas_loaded_first(first):
-    # OpenBLAS read its (unset) timeout when it loaded: its workers busy-wait, so one thread only.
-    assert _fresh(f"import {first}; " + REPORT) == [False, 2, 1]
+WARNINGS = ("import warnings, json\n"
+            "warnings.simplefilter('always')\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    {code}\n"
+            "    import fastlayers as fl, kernels\n"
+            "print(json.dumps([kernels.BLAS_WORKERS_SLEEP, fl.get_blas_threads(),\n"
+            "                  [str(w.message) for w in caught if w.category is RuntimeWarning]]))")
+
+
+@pytest.mark.parametrize("first", ["numpy", "scipy.linalg", "numpy, scipy.linalg"])
+def test_openblas_loaded_first_is_restarted_with_sleeping_workers(first):
+    # OpenBLAS read its (unset) timeout when it loaded; the import makes it re-read the environment
+    # and restart its workers, so BLAS gets both threads and nothing needs saying.
+    assert _fresh(WARNINGS.format(code=f"import {first}")) == [True, 2, []]
+
+
+def test_blas_workers_sleep_after_numpy_first():
+    # Idle workers that busy-wait burn CPU while the main thread sleeps after a 2-thread GEMM.
+    code = ("import numpy as np, fastlayers, time, json\n"
+            "a = np.ones((512, 784), np.float32); b = np.ones((784, 512), np.float32)\n"
+            "cpu = 0.0\n"
+            "for _ in range(10):\n"
+            "    a @ b; c0 = time.process_time(); time.sleep(0.05); cpu += time.process_time() - c0\n"
+            "print(json.dumps([fastlayers.get_blas_threads(), cpu]))")
+    threads, cpu = _fresh(code)
+    assert threads == 2 and cpu < 0.1    # busy-waiting workers burn about 0.2-0.5 s here
+
+
+def test_warns_once_when_openblas_cannot_be_restarted():
+    # An OpenBLAS without the two entry points: the import falls back to one BLAS thread, and says
+    # so once, naming the fix.
+    hide = ("import numpy, threadpoolctl\n"
+            "    class NoRestart(threadpoolctl.ThreadpoolController):\n"
+            "        def select(self, **kw):\n"
+            "            chosen = super().select(**kw)\n"
+            "            for c in chosen.lib_controllers:\n"
+            "                c.dynlib = object()\n"
+            "            return chosen\n"
+            "    threadpoolctl.ThreadpoolController = NoRestart")
+    sleep, blas, messages = _fresh(WARNINGS.format(code=hide))
+    assert (sleep, blas, len(messages)) == (False, 1, 1)
+    assert "Import fastlayers before numpy" in messages[0]
+    assert "OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=PASSIVE" in messages[0]
+
+
+def test_no_warning_when_fastlayers_loads_first():
+    assert _fresh(WARNINGS.format(code="pass")) == [True, 2, []]
 
 
 def test_user_set_timeout_counts_as_sleeping_workers():
@@ -178,3 +221,17 @@ def test_torch_and_numba_get_separate_openmp_runtimes():
         pytest.skip(f"Numba's threading layer here is {layer}, not OpenMP")
     torch_dir = os.sep + "torch" + os.sep
     assert len(libs) == 2 and sum(torch_dir in p for p in libs) == 1, libs
+
+
+ALLOCATOR = "import fastlayers, json; print(json.dumps(fastlayers.runtime.freed_memory_kept()))"
+
+
+def test_import_keeps_freed_memory_on_glibc():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt is Linux-only")
+    assert _fresh(ALLOCATOR) is True
+
+
+@pytest.mark.parametrize("value", ["0", " 0 "])
+def test_keep_freed_memory_opt_out_leaves_glibc_alone(value):
+    assert _fresh(ALLOCATOR, FASTLAYERS_KEEP_FREED_MEMORY=value) is False
