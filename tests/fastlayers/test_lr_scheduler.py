@@ -311,6 +311,31 @@ def test_state_dict_round_trip_continues_as_torch(torch, case):
     np.testing.assert_allclose(np.vstack([head, tail[1:]]), want, rtol=RTOL, atol=0)
 
 
+RESUME = {
+    "StepLR": lambda M, o, e: M.StepLR(o, 4, 0.5, last_epoch=e),
+    "MultiStepLR": lambda M, o, e: M.MultiStepLR(o, [25, 40], 0.5, last_epoch=e),
+    "ExponentialLR": lambda M, o, e: M.ExponentialLR(o, 0.95, last_epoch=e),
+    "CosineAnnealingLR": lambda M, o, e: M.CosineAnnealingLR(o, 30, 1e-3, last_epoch=e),
+    "LinearLR": lambda M, o, e: M.LinearLR(o, 0.2, 1.0, 40, last_epoch=e),
+    "OneCycleLR": lambda M, o, e: M.OneCycleLR(o, 1.0, total_steps=100, last_epoch=e),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESUME))
+def test_resuming_with_last_epoch_matches_torch(torch, case):
+    """A scheduler built with last_epoch=k on an optimizer that holds initial_lr (torch's way of
+    resuming) continues as torch's does."""
+    build, cut = RESUME[case], 20
+    seqs = []
+    for M, opt in zip((fls, torch.optim.lr_scheduler), make_pair(torch, "SGD", (0.1, 0.4))):
+        first = build(M, opt, -1)
+        run(opt, [first], cut, with_momentum=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            seqs.append(run(opt, [build(M, opt, first.last_epoch)], 60, with_momentum=True))
+    np.testing.assert_allclose(seqs[0], seqs[1], rtol=RTOL, atol=0)
+
+
 def test_state_dict_has_no_functions_and_keeps_callable_objects_state():
     class Decay:
         def __init__(self):
