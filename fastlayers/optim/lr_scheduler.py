@@ -254,6 +254,10 @@ class LRScheduler:
     def _current(self):
         return [g["lr"] for g in self.optimizer.param_groups]
 
+    def _scaled(self, factor):
+        """Every group's current lr times ``factor``: one step of a multiplicative schedule."""
+        return [lr * factor for lr in self._current()]
+
     # ------------------------------------------------------------------------------ state
 
     def _saved(self):
@@ -389,9 +393,8 @@ class StepLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
-        if self.last_epoch == 0 or self.last_epoch % self.step_size:
-            return self._current()
-        return [lr * self.gamma for lr in self._current()]
+        at_decay = self.last_epoch != 0 and self.last_epoch % self.step_size == 0
+        return self._scaled(self.gamma) if at_decay else self._current()
 
     def _closed_form(self):
         return [base * self.gamma ** (self.last_epoch // self.step_size) for base in self.base_lrs]
@@ -417,9 +420,7 @@ class MultiStepLR(LRScheduler):
 
     def get_lr(self):
         hits = self.milestones.count(self.last_epoch)
-        if not hits:
-            return self._current()
-        return [lr * self.gamma ** hits for lr in self._current()]
+        return self._scaled(self.gamma ** hits) if hits else self._current()
 
     def _closed_form(self):
         return [base * self.gamma ** bisect_right(self.milestones, self.last_epoch)
@@ -442,9 +443,7 @@ class ExponentialLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
-        if self._is_initial:
-            return self._current()
-        return [lr * self.gamma for lr in self._current()]
+        return self._current() if self._is_initial else self._scaled(self.gamma)
 
     def _closed_form(self):
         return [base * self.gamma ** self.last_epoch for base in self.base_lrs]
@@ -517,10 +516,10 @@ class LinearLR(LRScheduler):
     def get_lr(self):
         t, a, b, n = self.last_epoch, self.start_factor, self.end_factor, self.total_iters
         if t == 0:
-            return [lr * a for lr in self._current()]
+            return self._scaled(a)
         if self._is_initial or t > n:
             return self._current()
-        return [lr * (1.0 + (b - a) / (n * a + (t - 1) * (b - a))) for lr in self._current()]
+        return self._scaled(1.0 + (b - a) / (n * a + (t - 1) * (b - a)))
 
     def _closed_form(self):
         a, b, n = self.start_factor, self.end_factor, self.total_iters
@@ -537,14 +536,16 @@ def _phases(name, value):
     for i, p in enumerate(value):
         if not isinstance(p, Mapping) or set(p) != keys:
             raise ValueError(f"{name}[{i}] must be a dict with the keys {sorted(keys)}")
-        out.append({k: (_checks.real(f"{name}[{i}]['end_step']", v) if k == "end_step" else
-                        _checks.choice(f"{name}[{i}][{k!r}]", v, _PHASE_ENTRIES[k[-2:] == "lr"]))
-                    for k, v in p.items()})
+        phase = {"end_step": _checks.real(f"{name}[{i}]['end_step']", p["end_step"])}
+        for k in keys - {"end_step"}:
+            allowed = _LR_ENTRIES if k.endswith("_lr") else _MOMENTUM_ENTRIES
+            phase[k] = _checks.choice(f"{name}[{i}][{k!r}]", p[k], allowed)
+        out.append(phase)
     return out
 
 
-_PHASE_ENTRIES = {True: ("initial_lr", "max_lr", "min_lr"),
-                  False: ("base_momentum", "max_momentum")}
+_LR_ENTRIES = ("initial_lr", "max_lr", "min_lr")
+_MOMENTUM_ENTRIES = ("base_momentum", "max_momentum")
 
 
 class OneCycleLR(LRScheduler):
