@@ -29,7 +29,7 @@ from fastlayers.module import Parameter
 
 
 def _lr(name, lr):
-    return _checks.real(name, lr, low=0.0, low_open=True)
+    return _checks.real(name, lr, low=0.0)      # 0 is allowed, as in PyTorch (a schedule may reach it)
 
 
 def _nonneg(name, value):

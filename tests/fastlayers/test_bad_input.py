@@ -227,7 +227,7 @@ CASES = [
     ("rng-state-garbage", lambda c: random.set_state({**random.get_state(), "rng": {"x": 1}}),
      ValueError, "rng"),
     # ---- optimizer constructors over the model's parameters
-    ("sgd-lr-zero", lambda c: fl.SGD(params(c), lr=0.0), ValueError, "lr"),
+    ("sgd-lr-tiny-negative", lambda c: fl.SGD(params(c), lr=-1e-12), ValueError, "lr"),
     ("sgd-lr-negative", lambda c: fl.SGD(params(c), lr=-0.1), ValueError, "lr"),
     ("sgd-lr-str", lambda c: fl.SGD(params(c), lr="0.1"), TypeError, "lr"),
     ("sgd-lr-nan", lambda c: fl.SGD(params(c), lr=float("nan")), (TypeError, ValueError), "lr"),
@@ -245,7 +245,7 @@ CASES = [
     ("adam-betas-scalar", lambda c: fl.Adam(params(c), betas=0.9), TypeError, "betas"),
     ("adam-eps", lambda c: fl.Adam(params(c), eps=-1e-8), ValueError, "eps"),
     ("adam-weight-decay", lambda c: fl.Adam(params(c), weight_decay=-0.1), ValueError, "weight_decay"),
-    ("adam-lr", lambda c: fl.Adam(params(c), lr=0), ValueError, "lr"),
+    ("adam-lr", lambda c: fl.Adam(params(c), lr=-1), ValueError, "lr"),
     ("rmsprop-alpha", lambda c: fl.RMSprop(params(c), alpha=1.5), ValueError, "alpha"),
     ("rmsprop-eps", lambda c: fl.RMSprop(params(c), eps=-1.0), ValueError, "eps"),
     ("rmsprop-momentum", lambda c: fl.RMSprop(params(c), momentum=-0.1), ValueError, "momentum"),

@@ -140,15 +140,8 @@ ZERO_LR = {
 
 @pytest.mark.parametrize("case", sorted(ZERO_LR))
 def test_schedules_reaching_lr_zero_match_torch(torch, case):
-    # the sequence alone: fastlayers' optimizers refuse lr = 0 at step (see the xfail below)
-    compare(torch, "SGD", ZERO_LR[case], optimizer_steps=False)
-
-
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="fastlayers optimizers require lr > 0; torch accepts lr = 0, which "
-                          "CosineAnnealingLR reaches at T_max with the default eta_min=0")
-def test_optimizer_steps_at_lr_zero(torch):
-    compare(torch, "SGD", ZERO_LR["CosineAnnealingLR-eta0"])
+    # the optimizer steps at lr = 0 too, as torch's does
+    compare(torch, "SGD", ZERO_LR[case])
 
 
 ONE_CYCLE = {
