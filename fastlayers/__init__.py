@@ -2,7 +2,7 @@
 
 PyTorch-style modules with an explicit backward::
 
-    import fastlayers as fl      # before NumPy, so that BLAS may use every thread
+    import fastlayers as fl
     import numpy as np
 
     fl.manual_seed(0)
@@ -15,7 +15,7 @@ PyTorch-style modules with an explicit backward::
     model.backward(loss_fn.backward())
     opt.step()
 """
-import kernels  # noqa: F401  (first: its thread defaults must precede NumPy's OpenBLAS loading)
+import kernels  # noqa: F401  (first: it settles the thread pools' defaults, see kernels/__init__.py)
 from fastlayers.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from fastlayers.backend import get_backend, set_backend, use_backend
 from fastlayers.conv import Conv2d, SimpleConv
@@ -27,7 +27,7 @@ from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntr
                              NLLLoss)
 from fastlayers.module import Module, Parameter, Sequential
 from fastlayers.normalization import BatchNorm, BatchNorm1d, BatchNorm2d
-from fastlayers.optim import SGD, Adam, Momentum, NAdam, Nadam, Optimizer, RMSprop
+from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, Nadam, Optimizer, RMSprop
 from fastlayers.pooling import AvgPool2d, MaxPool2d
 from fastlayers.random import get_rng_state, manual_seed, set_rng_state
 from fastlayers.serialization import CheckpointError, load, save
@@ -40,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adam",
+    "AdamW",
     "CheckpointError",
     "get_rng_state",
     "load",

@@ -66,7 +66,7 @@ def optimizer_to_torch(opt, params):
     d = dict(opt.defaults)
     table = {optim.SGD: torch.optim.SGD, optim.Momentum: torch.optim.SGD,
              optim.RMSprop: torch.optim.RMSprop, optim.Adam: torch.optim.Adam,
-             optim.NAdam: torch.optim.NAdam}
+             optim.AdamW: torch.optim.AdamW, optim.NAdam: torch.optim.NAdam}
     if type(opt) not in table:
         raise TypeError(f"no PyTorch equivalent known for {type(opt).__name__}")
     return table[type(opt)](params, **d)

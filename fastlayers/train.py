@@ -8,9 +8,10 @@ import time
 import numpy as np
 
 from fastlayers.backend import get_backend, use_backend
-from fastlayers.optim import SGD, Adam, Momentum, NAdam, RMSprop
+from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, RMSprop
 
-OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam, "nadam": NAdam}
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW,
+              "nadam": NAdam}
 
 
 class Engine:

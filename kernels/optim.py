@@ -9,10 +9,11 @@ rmsprop:  g' = g + wd p;  s = alpha s + (1 - alpha) g'^2;  centered: a = alpha a
           den = sqrt(s - a^2) + eps, else den = sqrt(s) + eps;
           with momentum: b = mu b + g'/den, p -= lr b;  else p -= lr g'/den
 adam:     g' = g + wd p;  m += (1 - b1)(g' - m);  v = b2 v + (1 - b2) g'^2;  amsgrad: vmax = max(vmax, v)
-          p -= lr / (1 - b1^t) * m / (sqrt(v or vmax) / sqrt(1 - b2^t) + eps)
+          p = decay p - lr / (1 - b1^t) * m / (sqrt(v or vmax) / sqrt(1 - b2^t) + eps)
+          (decay = 1 - lr wd' with AdamW's decoupled weight decay wd' and wd = 0; 1 for Adam)
 nadam:    g' = g + wd p;  m += (1 - b1)(g' - m);  v = b2 v + (1 - b2) g'^2;  den = sqrt(v / (1 - b2^t)) + eps
-          p -= c_g g'/den + c_m m/den, with c_g, c_m from the momentum-decay schedule (see the
-          optimizer class, which computes the scalars for step t).
+          p = decay p - c_g g'/den - c_m m/den, with c_g, c_m from the momentum-decay schedule (see
+          the optimizer class, which computes the scalars for step t); decay as adam's.
 
 Each element is independent: the thread owns index i of every array.
 """
@@ -60,7 +61,7 @@ def rmsprop_step_np(p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum,
         p -= t(lr) * (d / den)
 
 
-def adam_step_np(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, step, amsgrad):
+def adam_step_np(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, step, amsgrad, decay=1.0):
     t = p.dtype.type
     d = g + t(weight_decay) * p if weight_decay else g
     m += t(1 - beta1) * (d - m)
@@ -69,16 +70,20 @@ def adam_step_np(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, step, am
     if amsgrad:
         np.maximum(vmax, v, out=vmax)
     den = np.sqrt(vmax if amsgrad else v) / t(math.sqrt(1 - beta2 ** step)) + t(eps)
+    if decay != 1.0:
+        p *= t(decay)
     p -= t(lr / (1 - beta1 ** step)) * (m / den)
 
 
-def nadam_step_np(p, g, m, v, beta1, beta2, eps, weight_decay, bias2, coef_g, coef_m):
+def nadam_step_np(p, g, m, v, beta1, beta2, eps, weight_decay, bias2, coef_g, coef_m, decay=1.0):
     t = p.dtype.type
     d = g + t(weight_decay) * p if weight_decay else g
     m += t(1 - beta1) * (d - m)
     v *= t(beta2)
     v += t(1 - beta2) * d * d
     den = np.sqrt(v / t(bias2)) + t(eps)
+    if decay != 1.0:
+        p *= t(decay)
     p -= t(coef_g) * (d / den)
     p -= t(coef_m) * (m / den)
 
@@ -121,9 +126,9 @@ def rmsprop_step(p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum, ce
 
 
 @kernel(adam_step_np, PARALLEL_MIN)
-def adam_step(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, step, amsgrad):
+def adam_step(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, step, amsgrad, decay=1.0):
     t = p.dtype.type
-    b1, b2, eps_, wd = t(1 - beta1), t(beta2), t(eps), t(weight_decay)
+    b1, b2, eps_, wd, dec = t(1 - beta1), t(beta2), t(eps), t(weight_decay), t(decay)
     b21 = t(1 - beta2)
     step_size = t(lr / (1 - beta1 ** step))
     bc2_sqrt = t(math.sqrt(1 - beta2 ** step))
@@ -136,13 +141,14 @@ def adam_step(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, step, amsgr
         if amsgrad:
             vi = max(vmax[i], vi)
             vmax[i] = vi
-        p[i] -= step_size * (mi / (np.sqrt(vi) / bc2_sqrt + eps_))
+        p[i] = p[i] * dec - step_size * (mi / (np.sqrt(vi) / bc2_sqrt + eps_))
 
 
 @kernel(nadam_step_np, PARALLEL_MIN)
-def nadam_step(p, g, m, v, beta1, beta2, eps, weight_decay, bias2, coef_g, coef_m):
+def nadam_step(p, g, m, v, beta1, beta2, eps, weight_decay, bias2, coef_g, coef_m, decay=1.0):
     t = p.dtype.type
     b1, b2, b21, eps_, wd = t(1 - beta1), t(beta2), t(1 - beta2), t(eps), t(weight_decay)
+    dec = t(decay)
     bias2_, cg, cm = t(bias2), t(coef_g), t(coef_m)
     for i in prange(p.size):
         d = g[i] + wd * p[i]
@@ -151,5 +157,6 @@ def nadam_step(p, g, m, v, beta1, beta2, eps, weight_decay, bias2, coef_g, coef_
         m[i] = mi
         v[i] = vi
         den = np.sqrt(vi / bias2_) + eps_
-        p[i] -= cg * (d / den)
-        p[i] -= cm * (mi / den)
+        pi = p[i] * dec
+        pi -= cg * (d / den)
+        p[i] = pi - cm * (mi / den)

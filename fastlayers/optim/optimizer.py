@@ -430,25 +430,45 @@ class Adam(Optimizer):
     def _update(self, ops, v, h, state):
         state["step"] += 1
         vmax = v.array("max_exp_avg_sq") if h["amsgrad"] else v.empty
+        l2, decay = self._decay(h)
         ops.adam_step(v.p, v.g, v.array("exp_avg"), v.array("exp_avg_sq"), vmax, h["lr"],
-                      h["betas"][0], h["betas"][1], h["eps"], h["weight_decay"], state["step"],
-                      h["amsgrad"])
+                      h["betas"][0], h["betas"][1], h["eps"], l2, state["step"], h["amsgrad"],
+                      decay)
+
+    def _decay(self, h):
+        """(L2 weight added to the gradient, factor the parameter is multiplied by first)."""
+        return h["weight_decay"], 1.0
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, as torch.optim.AdamW: each step first multiplies the
+    parameter by ``1 - lr * weight_decay`` (default 0.01), and the gradient gets no L2 term."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad)
+
+    def _decay(self, h):
+        return 0.0, 1.0 - h["lr"] * h["weight_decay"]
 
 
 class NAdam(Optimizer):
     """Adam with Nesterov momentum and PyTorch's momentum-decay schedule
     ``mu_t = beta1 (1 - 0.5 * 0.96^(t * momentum_decay))``; each parameter keeps its own ``step``
-    and ``mu_product`` (the product of the mu_t so far), as in PyTorch."""
+    and ``mu_product`` (the product of the mu_t so far), as in PyTorch. ``weight_decay`` is L2 on
+    the gradient, or with ``decoupled_weight_decay`` AdamW's multiplication by 1 - lr wd."""
 
     _HYPER = {"lr": _lr, "betas": _betas, "eps": _nonneg, "weight_decay": _nonneg,
-              "momentum_decay": _nonneg}
+              "momentum_decay": _nonneg, "decoupled_weight_decay": _flag}
     _ARRAYS = ("exp_avg", "exp_avg_sq")
     _SCALARS = ("mu_product",)
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 momentum_decay=4e-3):
+                 momentum_decay=4e-3, decoupled_weight_decay=False):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      momentum_decay=momentum_decay))
+                                      momentum_decay=momentum_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay))
 
     def _update(self, ops, v, h, state):
         t = state["step"] = state["step"] + 1
@@ -458,8 +478,10 @@ class NAdam(Optimizer):
         mu_product = state["mu_product"] = state.get("mu_product", 1.0) * mu
         coef_g = lr * (1.0 - mu) / (1.0 - mu_product)
         coef_m = lr * mu_next / (1.0 - mu_product * mu_next)
-        ops.nadam_step(v.p, v.g, v.array("exp_avg"), v.array("exp_avg_sq"), b1, b2, h["eps"],
-                       h["weight_decay"], 1 - b2 ** t, coef_g, coef_m)
+        wd = h["weight_decay"]
+        l2, decay = (0.0, 1.0 - lr * wd) if h["decoupled_weight_decay"] else (wd, 1.0)
+        ops.nadam_step(v.p, v.g, v.array("exp_avg"), v.array("exp_avg_sq"), b1, b2, h["eps"], l2,
+                       1 - b2 ** t, coef_g, coef_m, decay)
 
 
 Nadam = NAdam

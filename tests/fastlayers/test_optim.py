@@ -22,6 +22,9 @@ CONFIGS = [
     (fl.NAdam, dict(lr=0.01)),
     (fl.NAdam, dict(lr=0.01, weight_decay=0.1)),
     (fl.NAdam, dict(lr=0.01, momentum_decay=0.01)),
+    (fl.NAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
+    (fl.AdamW, dict(lr=0.01)),
+    (fl.AdamW, dict(lr=0.01, weight_decay=0.1, amsgrad=True)),
 ]
 IDS = [f"{c.__name__}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw in CONFIGS]
 

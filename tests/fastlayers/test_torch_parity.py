@@ -256,6 +256,11 @@ OPTIMIZERS = [
     ("NAdam", dict(lr=0.01, weight_decay=0.05)),
     ("NAdam", dict(lr=0.01, momentum_decay=0.02)),
     ("NAdam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, momentum_decay=1e-3, weight_decay=0.01)),
+    ("NAdam", dict(lr=0.01, weight_decay=0.05, decoupled_weight_decay=True)),
+    ("AdamW", dict(lr=0.01)),
+    ("AdamW", dict(lr=0.01, weight_decay=0.1)),
+    ("AdamW", dict(lr=0.01, weight_decay=0.05, amsgrad=True)),
+    ("AdamW", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.0)),
 ]
 OPT_IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw in OPTIMIZERS]
 
@@ -359,6 +364,41 @@ def test_mlp_trajectory(torch_scalar_float64, dtype, name, kw):
     np.testing.assert_allclose(losses, tlosses, rtol=rtol, atol=atol)
     for (n, p), (_, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=rtol, atol=atol, err_msg=n)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop"])
+def test_parameter_groups_trajectory(torch_scalar_float64, name):
+    """Two groups with their own lr and weight decay, the second added with add_param_group, and an
+    lr written into a group half way: 100 steps against torch.optim."""
+    def groups(params):
+        params = list(params)
+        return [{"params": params[:2], "lr": 0.02}], {"params": params[2:], "lr": 0.005,
+                                                      "weight_decay": 0.1}
+
+    def make(module):
+        def factory(params):
+            first, second = groups(params)
+            opt = getattr(module, name)(first, lr=0.01, weight_decay=0.01)
+            opt.add_param_group(second)
+            return opt
+        return factory
+    r = np.random.default_rng(0)
+    init = [r.standard_normal(s) for s in SHAPES + [(5,)]]
+    ours = [fl.Parameter(v.copy()) for v in init]
+    theirs = [T(v.copy(), grad=True) for v in init]
+    opt, topt = make(fl)(ours), make(torch.optim)(theirs)
+    for step in range(100):
+        if step == 50:
+            opt.param_groups[0]["lr"] = topt.param_groups[0]["lr"] = 0.001
+        grads = [r.standard_normal(v.shape) for v in init]
+        for p, tp, g in zip(ours, theirs, grads):
+            p.grad = g + p.data
+            tp.grad = T(g + tp.detach().numpy())
+        opt.step()
+        topt.step()
+    for k, (p, tp) in enumerate(zip(ours, theirs)):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg=f"parameter {k}")
 
 
 def test_momentum_alias_matches_torch_sgd_momentum():
