@@ -163,6 +163,9 @@ class Optimizer:
         params = list(params)
         if not params:
             raise ValueError(f"{name} got an empty parameter list")
+        names = None
+        if all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in params):
+            names, params = [n for n, _ in params], [p for _, p in params]   # named_parameters()
         for p in params:
             if not isinstance(p, Parameter):
                 raise TypeError(f"{name} expects Parameters (e.g. model.parameters()), got "
@@ -173,6 +176,8 @@ class Optimizer:
         if any(id(p) in ids for g in list(self.param_groups) + list(others) for p in g["params"]):
             raise ValueError(f"{name}: some parameters appear in more than one parameter group")
         merged = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
+        if names is not None:
+            merged["param_names"] = names
         index = len(self.param_groups) + len(others)
         return {"params": params, **merged, **self._check_group(merged, f"param_groups[{index}].")}
 

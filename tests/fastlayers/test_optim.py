@@ -373,3 +373,13 @@ def test_state_arrays_replaced_by_the_user_are_the_ones_stepped():
     opt.load_state_dict(opt.state_dict())         # copies: the views follow them too
     opt.step()                                    # buffer = 0.5 * 3 + 1 = 2.5
     np.testing.assert_array_equal(p.data, -6.5)
+
+
+def test_named_parameters_as_pytorch_takes_them():
+    m = mlp()
+    opt = fl.SGD(m.named_parameters(), lr=0.1)
+    assert opt.param_groups[0]["params"] == list(m.parameters())
+    assert opt.param_groups[0]["param_names"] == [n for n, _ in m.named_parameters()]
+    assert opt.state_dict()["param_groups"][0]["param_names"] == ["0.weight", "0.bias", "2.weight",
+                                                                  "2.bias"]
+    train(m, opt, 1)
