@@ -49,6 +49,7 @@ POSITIVE_INT = _checked(int, "an integer >= 1", lambda v: v >= 1)
 NON_NEGATIVE_INT = _checked(int, "an integer >= 0", lambda v: v >= 0)
 POSITIVE_FLOAT = _checked(float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
 FRACTION = _checked(float, "a fraction in (0, 1]", lambda v: 0 < v <= 1)  # nan fails too
+NON_NEGATIVE_FLOAT = _checked(float, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
 
 
 def _output_problem(path):
@@ -93,6 +94,9 @@ def make_parser():
     p.add_argument("--lr", type=POSITIVE_FLOAT, default=None,
                    help="learning rate; default: 0.2 for mlp with sgd, 1e-3 for adam (0.05 for sgd and "
                         "0.01 for momentum chosen for another model)")
+    p.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=None,
+                   help="the optimizer's weight decay (L2, or decoupled for adamw); default: the "
+                        "optimizer's (0, and 0.01 for adamw)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=None,
                    help="training batch size; default: 32 for mlp, 128 otherwise")
     p.add_argument("--epochs", type=POSITIVE_INT, default=None,
@@ -115,6 +119,15 @@ def make_parser():
     p.add_argument("--plot", default=None, metavar="PATH",
                    help="save test accuracy against training time as a PNG here (needs "
                         "matplotlib: pip install 'fastlayers[plot]')")
+    p.add_argument("--save", default=None, metavar="PATH",
+                   help="write the trained model's state dict here (safetensors; loads into the "
+                        "PyTorch twin with safetensors.torch.load_file)")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="write a checkpoint here after every epoch (model, optimizer, random state, "
+                        "results so far), atomically")
+    p.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue the run a --checkpoint file left, exactly (same settings; "
+                        "--epochs is the total)")
     p.add_argument("--compare-torch", action="store_true",
                    help="also train the same model in PyTorch and print a side-by-side table")
     p.add_argument("--compare-numpy", action="store_true",
@@ -149,7 +162,13 @@ def parse_args(argv=None):
         if args.threads > numba.config.NUMBA_NUM_THREADS:
             p.error(f"--threads must be at most {numba.config.NUMBA_NUM_THREADS} (the machine's "
                     f"threads, NUMBA_NUM_THREADS), got {args.threads}")
-    for option, path in (("--json", args.json_path), ("--plot", args.plot)):
+    if args.resume is not None:
+        if not os.path.isfile(args.resume):
+            p.error(f"--resume {args.resume!r}: no such file")
+        if args.compare_torch or args.compare_numpy:
+            p.error("--resume continues one fastlayers run: it does not combine with --compare-*")
+    for option, path in (("--json", args.json_path), ("--plot", args.plot), ("--save", args.save),
+                         ("--checkpoint", args.checkpoint)):
         problem = None if path is None else _output_problem(path)
         if problem:
             p.error(f"{option} {path!r}: {problem}")
@@ -193,7 +212,8 @@ def _make(args, dataset):
     fl.manual_seed(args.seed)
     model = build(args.model)
     loss_fn = fl.CrossEntropyLoss()
-    optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr)
+    extra = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
+    optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr, **extra)
     flat = FLAT_INPUT[args.model]
     n, b = len(dataset.y_train), args.batch_size
     drop_last = n > b and n % b == 1 and _has_batch_norm(model)
@@ -285,8 +305,11 @@ def run(args, out=None):
         runs.append((TorchEngine(model, loss_fn, optimizer), t_train, t_test))
 
     results = {e.name: {"epochs": [], "time_to_target_s": None} for e, _, _ in runs}
+    first = 1
+    if args.resume is not None:
+        first = _resume(args, model, optimizer, results["fastlayers"], out)
     done = set()
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(first, args.epochs + 1):
         # Every framework's epoch starts from the same random state (same shuffle); afterwards the
         # state fastlayers' own epoch left (its dropout counter) is what carries on.
         start = random.get_state()
@@ -317,8 +340,12 @@ def run(args, out=None):
                 done.add(engine.name)
         if after is not None:
             random.set_state(after)
+        if args.checkpoint is not None:
+            _save_checkpoint(args, epoch, model, optimizer, results["fastlayers"])
         if len(done) == len(runs):
             break
+    if args.save is not None:
+        fl.save(model.state_dict(), args.save)
 
     for name, r in results.items():
         secs = [e["seconds"] for e in r["epochs"]]
@@ -342,6 +369,46 @@ def run(args, out=None):
     if args.plot is not None:
         _plot(args.plot, results, args, dataset)
     return report
+
+
+# The settings a checkpoint must share with the run that resumes it.
+_RESUME_KEYS = ("dataset", "model", "optimizer", "lr", "weight_decay", "batch_size", "seed",
+                "backend")
+
+
+def _save_checkpoint(args, epoch, model, optimizer, fastlayers_results):
+    """Everything the run needs to continue after ``epoch``: the model, the optimizer, the random
+    state the next epoch starts from, and the results so far (one atomic file)."""
+    import fastlayers as fl
+    fl.save({"kind": "fastlayers-mnist checkpoint", "epoch": epoch,
+             "config": {k: getattr(args, k) for k in _RESUME_KEYS},
+             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "rng": fl.get_rng_state(), "results": fastlayers_results}, args.checkpoint)
+
+
+def _resume(args, model, optimizer, fastlayers_results, out):
+    """Load ``args.resume`` into the run; returns the first epoch still to train. Raises (before
+    changing anything) for a file that is not a checkpoint of a run with these settings."""
+    import fastlayers as fl
+    ckpt = fl.load(args.resume)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "fastlayers-mnist checkpoint":
+        raise ValueError(f"--resume {args.resume}: not a checkpoint written by --checkpoint")
+    saved = ckpt["config"]
+    differ = [f"{k} {saved.get(k)!r} in the checkpoint, {getattr(args, k)!r} now"
+              for k in _RESUME_KEYS if saved.get(k) != getattr(args, k)]
+    if differ:
+        raise ValueError(f"--resume {args.resume}: the run's settings differ: " + "; ".join(differ))
+    before = model.state_dict()
+    model.load_state_dict(ckpt["model"])
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        fl.set_rng_state(ckpt["rng"])
+    except Exception:
+        model.load_state_dict(before)
+        raise
+    fastlayers_results.update(ckpt["results"])
+    print(f"resumed from {args.resume} after epoch {ckpt['epoch']}", file=out)
+    return int(ckpt["epoch"]) + 1
 
 
 # 1: the unversioned reports before schema_version; 2 adds schema_version, timestamp, git and the
@@ -400,6 +467,11 @@ def _summary(args, dataset, r, compile_s):
         ("time to target", target),
         ("compile/load", f"{compile_s:.2f} s (not in training time)"),
     ]
+    outputs = (("model", args.save), ("checkpoint", args.checkpoint), ("JSON", args.json_path),
+               ("plot", args.plot))
+    files = [f"{path} ({what})" for what, path in outputs if path is not None]
+    if files:
+        rows.append(("files written", ", ".join(files)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(["", "summary (fastlayers)"] + [f"  {k:<{width}}  {v}" for k, v in rows])
 

@@ -230,3 +230,46 @@ def test_plot_is_accuracy_against_training_time(tmp_path, monkeypatch):
     assert seen["legend"] == ["fastlayers", "fastlayers-numpy"]
     secs = [e["seconds"] for e in report["results"]["fastlayers"]["epochs"]]
     assert seen["xdata"][0] == pytest.approx(np.cumsum(secs))
+
+
+def _cli(*argv):
+    proc = subprocess.run([sys.executable, "-m", "fastlayers.mnist", "--no-progress", *argv],
+                          capture_output=True, text=True, timeout=600)
+    return proc
+
+
+def test_checkpoint_and_resume_in_new_processes_is_exact(tmp_path):
+    """4 epochs straight == 2 epochs with --checkpoint, then --resume to 4 in a new process:
+    bitwise the same final model (mlp-bn: shuffling, dropout, batch norm and Adam state)."""
+    import fastlayers as fl
+    common = ["--model", "mlp-bn", "--batch-size", "256"]
+    straight, ckpt, resumed = (tmp_path / n for n in ("straight.st", "ckpt.st", "resumed.st"))
+    assert _cli(*common, "--epochs", "4", "--save", str(straight)).returncode == 0
+    first = _cli(*common, "--epochs", "2", "--checkpoint", str(ckpt))
+    assert first.returncode == 0, first.stderr
+    second = _cli(*common, "--epochs", "4", "--resume", str(ckpt), "--save", str(resumed),
+                  "--checkpoint", str(ckpt))
+    assert second.returncode == 0, second.stderr
+    assert "resumed from" in second.stdout and "epoch  3" in second.stdout
+    assert "epoch  1" not in second.stdout
+    a, b = fl.load(straight), fl.load(resumed)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert fl.load(ckpt)["epoch"] == 4
+
+
+def test_resume_refuses_other_settings_and_damaged_files(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt.st"
+    assert mnist.main(["--epochs", "1", "--no-progress", "--checkpoint", str(ckpt)]) == 0
+    capsys.readouterr()
+    assert mnist.main(["--epochs", "2", "--no-progress", "--resume", str(ckpt), "--lr", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "settings differ" in err[0] and "lr" in err[0]
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    assert mnist.main(["--epochs", "2", "--no-progress", "--resume", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ckpt.st" in err[0]
+    with pytest.raises(SystemExit) as e:
+        mnist.parse_args(["--resume", str(tmp_path / "missing.st")])
+    assert e.value.code == 2
