@@ -15,7 +15,7 @@ PyTorch-style modules with an explicit backward::
     model.backward(loss_fn.backward())
     opt.step()
 """
-import kernels  # noqa: F401  (first: it settles the thread pools' defaults, see kernels/__init__.py)
+import kernels  # noqa: F401  (first: it settles the thread pools, see kernels/__init__.py)
 from fastlayers.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from fastlayers.backend import get_backend, set_backend, use_backend
 from fastlayers.conv import Conv2d, SimpleConv
