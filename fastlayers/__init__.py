@@ -18,6 +18,7 @@ PyTorch-style modules with an explicit backward::
 import kernels  # noqa: F401  (first: it settles the thread pools, see kernels/__init__.py)
 from fastlayers.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from fastlayers.backend import get_backend, set_backend, use_backend
+from fastlayers.clip import clip_grad_norm_, clip_grad_value_
 from fastlayers.conv import Conv2d, SimpleConv
 from fastlayers.data import DataLoader, load_dataset
 from fastlayers.dropout import Dropout, Dropout2d
@@ -42,6 +43,8 @@ __all__ = [
     "Adam",
     "AdamW",
     "CheckpointError",
+    "clip_grad_norm_",
+    "clip_grad_value_",
     "get_rng_state",
     "load",
     "save",
