@@ -71,7 +71,7 @@ def make_parser():
     combinations)."""
     from fastlayers.data import DATASETS
     from fastlayers.models import MODELS
-    from fastlayers.train import OPTIMIZERS
+    from fastlayers.train import OPTIMIZERS, SCHEDULES
 
     p = argparse.ArgumentParser(
         prog="fastlayers-mnist",
@@ -97,6 +97,11 @@ def make_parser():
     p.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=None,
                    help="the optimizer's weight decay (L2, or decoupled for adamw); default: the "
                         "optimizer's (0, and 0.01 for adamw)")
+    p.add_argument("--lr-schedule", choices=list(SCHEDULES), default="none",
+                   help="none (default); cosine: from --lr to 0; onecycle: up to --lr and down "
+                        "(with momentum cycling); step: lr x0.1 after each third; stepped every batch")
+    p.add_argument("--clip-grad", type=POSITIVE_FLOAT, default=None, metavar="MAX_NORM",
+                   help="clip the gradients' total 2-norm to MAX_NORM before every step")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=None,
                    help="training batch size; default: 32 for mlp, 128 otherwise")
     p.add_argument("--epochs", type=POSITIVE_INT, default=None,
@@ -207,7 +212,8 @@ def _make(args, dataset):
     import fastlayers as fl
     from fastlayers.data import DataLoader
     from fastlayers.models import FLAT_INPUT, build
-    from fastlayers.train import OPTIMIZERS
+    from fastlayers.optim import lr_scheduler
+    from fastlayers.train import OPTIMIZERS, make_scheduler
 
     fl.manual_seed(args.seed)
     model = build(args.model)
@@ -220,7 +226,9 @@ def _make(args, dataset):
     train = DataLoader(dataset.x_train, dataset.y_train, batch_size=b, shuffle=True,
                        drop_last=drop_last, flatten=flat)
     test = DataLoader(dataset.x_test, dataset.y_test, batch_size=1000, flatten=flat)
-    return model, loss_fn, optimizer, train, test
+    scheduler = make_scheduler(lr_scheduler, args.lr_schedule, optimizer, args.lr,
+                               args.epochs * len(train))
+    return model, loss_fn, optimizer, train, test, scheduler
 
 
 def _batch_sizes(loader):
@@ -237,13 +245,13 @@ def _warm_up(args, dataset):
     from fastlayers.train import Engine
 
     t0 = time.perf_counter()
-    model, loss_fn, optimizer, train, test = _make(args, dataset)
+    model, loss_fn, optimizer, train, test, scheduler = _make(args, dataset)
     sizes = _batch_sizes(train)
     if 1 in sizes and _has_batch_norm(model):
         raise ValueError(f"--model {args.model} uses batch norm, which cannot train on a batch of "
                          f"one sample (--batch-size {args.batch_size}, "
                          f"{train.num_samples} training images)")
-    engine = Engine(model, loss_fn, optimizer)
+    engine = Engine(model, loss_fn, optimizer, scheduler=scheduler, clip_grad=args.clip_grad)
     x, y = next(iter(train))
     for n in sorted(sizes):
         engine.train_step(x[:n], y[:n])
@@ -291,23 +299,26 @@ def run(args, out=None):
     compile_s = _warm_up(args, dataset)
     print(f"compile/load kernels: {compile_s:.2f} s (not counted in training time)", file=out)
 
-    model, loss_fn, optimizer, train, test = _make(args, dataset)
+    model, loss_fn, optimizer, train, test, scheduler = _make(args, dataset)
     if train.drop_last:
         print(f"note: each epoch drops its last training batch, one image "
               f"({train.num_samples} % {train.batch_size} == 1): batch norm cannot train on a "
               f"single sample", file=out)
-    runs = [(Engine(model, loss_fn, optimizer), train, test)]
+    runs = [(Engine(model, loss_fn, optimizer, scheduler=scheduler, clip_grad=args.clip_grad),
+             train, test)]
     if args.compare_numpy:  # same seed: same initial weights; the state replay gives the same order
         other = _make(args, dataset)
-        runs.append((Engine(*other[:3], backend="numpy"), other[3], other[4]))
+        runs.append((Engine(*other[:3], backend="numpy", scheduler=other[5],
+                            clip_grad=args.clip_grad), other[3], other[4]))
     if args.compare_torch:
-        _, _, _, t_train, t_test = _make(args, dataset)
-        runs.append((TorchEngine(model, loss_fn, optimizer), t_train, t_test))
+        _, _, _, t_train, t_test, _ = _make(args, dataset)
+        runs.append((TorchEngine(model, loss_fn, optimizer, args.lr_schedule,
+                                 args.epochs * len(t_train), args.clip_grad), t_train, t_test))
 
     results = {e.name: {"epochs": [], "time_to_target_s": None} for e, _, _ in runs}
     first = 1
     if args.resume is not None:
-        first = _resume(args, model, optimizer, results["fastlayers"], out)
+        first = _resume(args, model, optimizer, scheduler, results["fastlayers"], out)
     done = set()
     for epoch in range(first, args.epochs + 1):
         # Every framework's epoch starts from the same random state (same shuffle); afterwards the
@@ -341,7 +352,7 @@ def run(args, out=None):
         if after is not None:
             random.set_state(after)
         if args.checkpoint is not None:
-            _save_checkpoint(args, epoch, model, optimizer, results["fastlayers"])
+            _save_checkpoint(args, epoch, model, optimizer, scheduler, results["fastlayers"])
         if len(done) == len(runs):
             break
     if args.save is not None:
@@ -372,21 +383,22 @@ def run(args, out=None):
 
 
 # The settings a checkpoint must share with the run that resumes it.
-_RESUME_KEYS = ("dataset", "model", "optimizer", "lr", "weight_decay", "batch_size", "seed",
-                "backend")
+_RESUME_KEYS = ("dataset", "model", "optimizer", "lr", "weight_decay", "lr_schedule", "clip_grad",
+                "batch_size", "seed", "backend")
 
 
-def _save_checkpoint(args, epoch, model, optimizer, fastlayers_results):
+def _save_checkpoint(args, epoch, model, optimizer, scheduler, fastlayers_results):
     """Everything the run needs to continue after ``epoch``: the model, the optimizer, the random
     state the next epoch starts from, and the results so far (one atomic file)."""
     import fastlayers as fl
     fl.save({"kind": "fastlayers-mnist checkpoint", "epoch": epoch,
-             "config": {k: getattr(args, k) for k in _RESUME_KEYS},
+             "config": {k: getattr(args, k) for k in _RESUME_KEYS + ("epochs",)},
              "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": None if scheduler is None else scheduler.state_dict(),
              "rng": fl.get_rng_state(), "results": fastlayers_results}, args.checkpoint)
 
 
-def _resume(args, model, optimizer, fastlayers_results, out):
+def _resume(args, model, optimizer, scheduler, fastlayers_results, out):
     """Load ``args.resume`` into the run; returns the first epoch still to train. Raises (before
     changing anything) for a file that is not a checkpoint of a run with these settings."""
     import fastlayers as fl
@@ -394,14 +406,17 @@ def _resume(args, model, optimizer, fastlayers_results, out):
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "fastlayers-mnist checkpoint":
         raise ValueError(f"--resume {args.resume}: not a checkpoint written by --checkpoint")
     saved = ckpt["config"]
+    keys = _RESUME_KEYS + (("epochs",) if args.lr_schedule != "none" else ())  # the schedule's length
     differ = [f"{k} {saved.get(k)!r} in the checkpoint, {getattr(args, k)!r} now"
-              for k in _RESUME_KEYS if saved.get(k) != getattr(args, k)]
+              for k in keys if saved.get(k) != getattr(args, k)]
     if differ:
         raise ValueError(f"--resume {args.resume}: the run's settings differ: " + "; ".join(differ))
     before = model.state_dict()
     model.load_state_dict(ckpt["model"])
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
         fl.set_rng_state(ckpt["rng"])
     except Exception:
         model.load_state_dict(before)
@@ -457,7 +472,10 @@ def _summary(args, dataset, r, compile_s):
     rows = [
         ("model", f"{args.model} ({args.backend} backend, {_threads_text()})"),
         ("dataset", f"{dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_test)} test"),
-        ("optimizer", f"{args.optimizer}, lr {args.lr:g}, batch {args.batch_size}"),
+        ("optimizer", f"{args.optimizer}, lr {args.lr:g}"
+                      + ("" if args.lr_schedule == "none" else f" ({args.lr_schedule} schedule)")
+                      + ("" if args.clip_grad is None else f", gradients clipped to {args.clip_grad:g}")
+                      + f", batch {args.batch_size}"),
         ("epochs", f"{len(epochs)} of {args.epochs}"),
         ("training time", f"{r['total_train_s']:.2f} s in all, median epoch "
                           f"{r['median_epoch_s']:.3f} s"),

@@ -78,17 +78,26 @@ class TorchEngine:
 
     name = "pytorch"
 
-    def __init__(self, model, loss_fn, optimizer):
+    def __init__(self, model, loss_fn, optimizer, schedule="none", total_steps=None,
+                 clip_grad=None):
+        from fastlayers.train import make_scheduler
         self.model = to_torch(model)
         self.loss_fn = loss_to_torch(loss_fn)
         self.optimizer = optimizer_to_torch(optimizer, self.model.parameters())
+        self.scheduler = make_scheduler(torch.optim.lr_scheduler, schedule, self.optimizer,
+                                        optimizer.defaults["lr"], total_steps)
+        self.clip_grad = clip_grad
 
     def train_step(self, x, y):
         out = self.model(torch.from_numpy(x))
         loss = self.loss_fn(out, torch.from_numpy(y))
         self.optimizer.zero_grad()
         loss.backward()
+        if self.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         return loss.item()
 
     def predict(self, x):

@@ -8,18 +8,40 @@ import time
 import numpy as np
 
 from fastlayers.backend import get_backend, use_backend
-from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, RMSprop
+from fastlayers.clip import clip_grad_norm_
+from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, RMSprop, lr_scheduler
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW,
               "nadam": NAdam}
+SCHEDULES = ("none", "cosine", "onecycle", "step")
+
+
+def make_scheduler(module, schedule, optimizer, lr, total_steps):
+    """The learning-rate schedule called ``schedule`` over ``total_steps`` optimizer steps, stepped
+    after every step, from ``module``: ``fastlayers.optim.lr_scheduler`` or, for the PyTorch twin,
+    ``torch.optim.lr_scheduler`` (the same classes and formulas). None for ``"none"``.
+
+    cosine: CosineAnnealingLR from ``lr`` to 0; onecycle: OneCycleLR up to ``lr`` (with its
+    momentum cycling); step: StepLR, lr times 0.1 after each third of the run."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    if schedule == "cosine":
+        return module.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if schedule == "onecycle":
+        return module.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
+    if schedule == "step":
+        return module.StepLR(optimizer, step_size=max(1, total_steps // 3), gamma=0.1)
+    return None
 
 
 class Engine:
     """Trains a fastlayers model: ``train_step(x, y) -> loss``, ``predict(x) -> class indices``, on
-    ``backend`` (default: the backend active when the engine is made)."""
+    ``backend`` (default: the backend active when the engine is made). ``scheduler`` is stepped
+    after every optimizer step; ``clip_grad`` clips the gradients' total 2-norm before it."""
 
-    def __init__(self, model, loss_fn, optimizer, backend=None):
+    def __init__(self, model, loss_fn, optimizer, backend=None, scheduler=None, clip_grad=None):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.scheduler, self.clip_grad = scheduler, clip_grad
         self.backend = backend or get_backend()
         self.name = "fastlayers" if backend is None else f"fastlayers-{backend}"
         first = next(iter(model)) if hasattr(model, "__iter__") else model
@@ -30,7 +52,11 @@ class Engine:
             loss = self.loss_fn(self.model(x), y)
             self.optimizer.zero_grad()
             self.model.backward(self.loss_fn.backward())
+            if self.clip_grad is not None:
+                clip_grad_norm_(self.model.parameters(), self.clip_grad)
             self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
         return loss
 
     def predict(self, x):

@@ -273,3 +273,45 @@ def test_resume_refuses_other_settings_and_damaged_files(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         mnist.parse_args(["--resume", str(tmp_path / "missing.st")])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle", "step"])
+def test_schedules_weight_decay_and_clipping_match_pytorch(schedule):
+    """The same recipe in both frameworks: epoch losses agree (mlp, 2 epochs)."""
+    pytest.importorskip("torch")
+    report, text = _run(["--epochs", "2", "--optimizer", "adamw", "--weight-decay", "0.05",
+                         "--lr", "0.002", "--lr-schedule", schedule, "--clip-grad", "0.5",
+                         "--compare-torch"])
+    ours, theirs = report["results"]["fastlayers"], report["results"]["pytorch"]
+    for a, b in zip(ours["epochs"], theirs["epochs"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+    assert report["config"]["lr_schedule"] == schedule and report["config"]["clip_grad"] == 0.5
+    assert f"({schedule} schedule), gradients clipped to 0.5" in text
+
+
+def test_an_interrupted_run_with_a_schedule_resumes_exactly(tmp_path, monkeypatch):
+    import fastlayers as fl
+    from fastlayers import train
+    common = ["--epochs", "3", "--lr-schedule", "onecycle", "--batch-size", "256", "--model",
+              "mlp-bn"]
+    ckpt, a, b = tmp_path / "c.st", tmp_path / "a.st", tmp_path / "b.st"
+    _run(common + ["--save", str(a)])
+    real, calls = train.run_epoch, []
+
+    def interrupted(*args, **kw):          # Ctrl-C during the second epoch
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+    monkeypatch.setattr(train, "run_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(common + ["--checkpoint", str(ckpt)])
+    monkeypatch.setattr(train, "run_epoch", real)
+    assert fl.load(ckpt)["epoch"] == 1
+    with pytest.raises(ValueError, match="epochs"):    # the schedule's length is the run's
+        _run(["--epochs", "4"] + common[2:] + ["--resume", str(ckpt)])
+    _, text = _run(common + ["--resume", str(ckpt), "--save", str(b)])
+    assert "resumed from" in text
+    sa, sb = fl.load(a), fl.load(b)
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
