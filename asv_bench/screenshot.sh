@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Screenshot of the published asv dashboard (after `asv publish`), by headless Chromium, into
-# asv_bench/dashboard.png. The asv pages load their data with fetch, so they are served over http
-# on 127.0.0.1 rather than opened as files.
+# Screenshot of the published asv dashboard (after `asv publish`), by headless Chromium. The asv
+# pages load their data with fetch, so they are served over http on 127.0.0.1 rather than opened
+# as files.
 #
 #   cd asv_bench && asv publish && ./screenshot.sh [URL-HASH] [OUT.png]
 #
-# URL-HASH picks the page (default: the conv forward at 128x16x14x14 -> 32, numba/numpy/torch by commit);
-# "" gives the index. Needs chromium (apt-get install -y chromium); as root it runs --no-sandbox.
+# URL-HASH picks the page (default: the conv forward at 128x16x14x14 -> 32, numba/numpy/torch by
+# commit, a benchmark the committed results/ hold for six commits); "" gives the index. OUT.png
+# defaults to .asv/dashboard.png (not tracked): the committed asv_bench/dashboard.png changes only
+# when it is named, `./screenshot.sh "" dashboard.png`. Needs chromium (apt-get install -y
+# chromium); as root it runs --no-sandbox.
 #
 # asv's pages load jQuery, flot, bootstrap, ... from CDNs. Offline, the pages are served from a copy
 # whose CDN links point at local files in $ASV_JS_DIR (default .asv/js), named as in the links;
@@ -40,7 +43,8 @@ if [ "${1-}" = "--fetch-js" ]; then
     exit 0
 fi
 hash="${1-bench_conv.Conv2d.time_forward?p-shape='128x16x14x14%20-%3E%2032'}"
-out="${2:-$here/dashboard.png}"
+out="${2:-$here/.asv/dashboard.png}"
+mkdir -p "$(dirname "$out")"
 size="${WINDOW_SIZE:-1400,900}"
 budget="${VIRTUAL_TIME_BUDGET:-20000}"   # ms of page time for the scripts and graphs to finish
 

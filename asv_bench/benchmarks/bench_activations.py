@@ -2,14 +2,13 @@
 
 torch: F.relu / torch.sigmoid / torch.tanh under no_grad; backward is autograd.grad for x.
 """
-import math
-
 from kernels.activations import RELU, SIGMOID, TANH
 
-from .common import IMPLS, Case, calls_for, case, label, ops, randn, speedup, tensor, torch
+from .common import (Case, Family, calls_for, ops, randn, shape_labels, speedup, speedup_row,
+                     torch, torch_case)
 
 _SHAPES = [(64, 128), (128, 512), (128, 32, 14, 14), (4096, 1024)]
-SHAPES = {label(s, calls_for(math.prod(s))): s for s in _SHAPES}
+SHAPES = shape_labels(_SHAPES)
 ACTS = {"relu": RELU, "sigmoid": SIGMOID, "tanh": TANH}
 TRAINING = [("relu", ((128, 512), "relu")), ("sigmoid", ((128, 512), "sigmoid"))]
 
@@ -21,17 +20,7 @@ def make(impl, shape, act):
     if impl == "torch":
         t = torch()
         fn = {"relu": t.nn.functional.relu, "sigmoid": t.sigmoid, "tanh": t.tanh}[act]
-        xt = tensor(t, x, True)
-        gt = tensor(t, g)
-
-        def forward():
-            with t.no_grad():
-                fn(xt)
-        yt = fn(xt)
-
-        def backward():
-            t.autograd.grad(yt, xt, gt, retain_graph=True)
-        return Case({"forward": forward, "backward": backward}, calls)
+        return torch_case(t, fn, [x], g, calls)
     k = ops(impl, "activation_forward", "activation_backward")
     code = ACTS[act]
     y = k.activation_forward(x, code, 0.0)
@@ -39,25 +28,12 @@ def make(impl, shape, act):
                  "backward": lambda: k.activation_backward(g, y, code, 0.0)}, calls)
 
 
-class Activations:
-    params = [IMPLS, list(SHAPES), list(ACTS)]
-    param_names = ["impl", "shape", "activation"]
-    timeout = 120
-
-    def setup(self, impl, shape, act):
-        self.case = case(make, impl, SHAPES[shape], act)
-
-    def time_forward(self, impl, shape, act):
-        self.case.run("forward")
-
-    def time_backward(self, impl, shape, act):
-        self.case.run("backward")
+class Activations(Family):
+    make = staticmethod(make)
+    shapes = SHAPES
+    axes = {"activation": list(ACTS)}
 
 
+@speedup_row("relu 128x512: numba speed-up over numpy (fwd+bwd)")
 def track_numba_speedup():
     return speedup(make, *TRAINING[0][1])
-
-
-track_numba_speedup.unit = "x"
-track_numba_speedup.pretty_name = "relu 128x512: numba speed-up over numpy (fwd+bwd)"
-track_numba_speedup.timeout = 120

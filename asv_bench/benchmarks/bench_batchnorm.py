@@ -4,15 +4,14 @@ running-statistics update), eval forward, and the fused backward (dx, dgamma, db
 (N, C) is BatchNorm1d, (N, C, H, W) BatchNorm2d. torch: F.relu(F.batch_norm(...)) under no_grad;
 backward is autograd.grad for (x, gamma, beta) of the training forward.
 """
-import math
-
 from kernels.activations import RELU
 
-from .common import IMPLS, Case, calls_for, case, label, ops, randn, speedup, tensor, torch
+from .common import (Case, Family, calls_for, ops, randn, shape_labels, speedup, speedup_row,
+                     tensor, torch)
 
 NAMES = ("batchnorm_train_forward", "batchnorm_eval_forward", "batchnorm_backward")
 _SHAPES = [(64, 128), (128, 512), (128, 32, 14, 14), (4096, 1024)]
-SHAPES = {label(s, calls_for(math.prod(s))): s for s in _SHAPES}
+SHAPES = shape_labels(_SHAPES)
 TRAINING = [("batchnorm1d+relu", ((128, 512),)), ("batchnorm2d+relu", ((128, 32, 14, 14),))]
 MOMENTUM, EPS = 0.1, 1e-5
 
@@ -60,31 +59,15 @@ def make(impl, shape):
 def make_train(impl, shape):
     """The training pair only (forward + backward), for the speed-up and ratio figures."""
     c = make(impl, shape)
-    return Case({k: v for k, v in c.fns.items() if k != "eval_forward"}, c.calls)
+    return Case({k: v for k, v in c.fns.items() if k != "eval_forward"}, c.number)
 
 
-class BatchNorm:
-    params = [IMPLS, list(SHAPES)]
-    param_names = ["impl", "shape"]
-    timeout = 120
-
-    def setup(self, impl, shape):
-        self.case = case(make, impl, SHAPES[shape])
-
-    def time_forward(self, impl, shape):
-        self.case.run("forward")
-
-    def time_eval_forward(self, impl, shape):
-        self.case.run("eval_forward")
-
-    def time_backward(self, impl, shape):
-        self.case.run("backward")
+class BatchNorm(Family):
+    make = staticmethod(make)
+    shapes = SHAPES
+    timed = ("forward", "eval_forward", "backward")
 
 
+@speedup_row("batchnorm1d+relu 128x512: numba speed-up over numpy (fwd+bwd)")
 def track_numba_speedup():
     return speedup(make_train, *TRAINING[0][1])
-
-
-track_numba_speedup.unit = "x"
-track_numba_speedup.pretty_name = "batchnorm1d+relu 128x512: numba speed-up over numpy (fwd+bwd)"
-track_numba_speedup.timeout = 120

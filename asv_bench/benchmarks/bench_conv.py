@@ -3,7 +3,7 @@ weight+bias gradient.
 
 torch: F.conv2d under no_grad; the two backward halves are autograd.grad for x, and for (w, b).
 """
-from .common import IMPLS, Case, case, ops, randn, speedup, tensor, torch
+from .common import Case, Family, ops, randn, speedup, speedup_row, tensor, torch
 
 NAMES = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
 # (N, C, H, W, O): the CNN's two convolutions at batch 128, and a wider one.
@@ -42,28 +42,13 @@ def make(impl, shape):
         "backward_weight": lambda: k.conv2d_backward_weight(g, x, ONE, PAD, ONE, dw, db)})
 
 
-class Conv2d:
-    params = [IMPLS, list(SHAPES)]
-    param_names = ["impl", "shape"]
+class Conv2d(Family):
+    make = staticmethod(make)
+    shapes = SHAPES
+    timed = ("forward", "backward_input", "backward_weight")
     timeout = 180
 
-    def setup(self, impl, shape):
-        self.case = case(make, impl, SHAPES[shape])
 
-    def time_forward(self, impl, shape):
-        self.case.run("forward")
-
-    def time_backward_input(self, impl, shape):
-        self.case.run("backward_input")
-
-    def time_backward_weight(self, impl, shape):
-        self.case.run("backward_weight")
-
-
+@speedup_row("conv2d 128x16x14x14 -> 32: numba speed-up over numpy (fwd+bwd)", timeout=300)
 def track_numba_speedup():
     return speedup(make, *TRAINING[0][1], rounds=7)
-
-
-track_numba_speedup.unit = "x"
-track_numba_speedup.pretty_name = "conv2d 128x16x14x14 -> 32: numba speed-up over numpy (fwd+bwd)"
-track_numba_speedup.timeout = 300

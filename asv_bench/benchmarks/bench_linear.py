@@ -5,11 +5,12 @@ torch: F.relu(F.linear(x, w, b)) under no_grad; backward is autograd.grad for (x
 """
 from kernels.activations import RELU
 
-from .common import IMPLS, Case, calls_for, case, label, ops, randn, speedup, tensor, torch
+from .common import (Case, Family, calls_for, ops, randn, shape_labels, speedup, speedup_row,
+                     torch, torch_case)
 
 # (N, in, out): the MLP's first layer, the MLP-BN's first layer, one large GEMM.
 _SHAPES = [(64, 784, 128), (128, 784, 512), (128, 512, 256), (4096, 1024, 1024)]
-SHAPES = {label(s, calls_for(s[0] * s[2], 8)): s for s in _SHAPES}
+SHAPES = shape_labels(_SHAPES)
 TRAINING = [("linear+relu", ((64, 784, 128),))]
 
 
@@ -23,17 +24,7 @@ def make(impl, shape):
     if impl == "torch":
         t = torch()
         F = t.nn.functional
-        xt, wt, bt = (tensor(t, a, True) for a in (x, w, b))
-        gt = tensor(t, g)
-
-        def forward():
-            with t.no_grad():
-                F.relu(F.linear(xt, wt, bt))
-        yt = F.relu(F.linear(xt, wt, bt))
-
-        def backward():
-            t.autograd.grad(yt, (xt, wt, bt), gt, retain_graph=True)
-        return Case({"forward": forward, "backward": backward}, calls)
+        return torch_case(t, lambda *xwb: F.relu(F.linear(*xwb)), [x, w, b], g, calls)
     k = ops(impl, "linear_forward", "linear_backward")
     y = k.linear_forward(x, w, b, RELU, 0.0)
     dw = w * 0
@@ -43,25 +34,12 @@ def make(impl, shape):
                 calls)
 
 
-class Linear:
-    params = [IMPLS, list(SHAPES)]
-    param_names = ["impl", "shape"]
+class Linear(Family):
+    make = staticmethod(make)
+    shapes = SHAPES
     timeout = 180
 
-    def setup(self, impl, shape):
-        self.case = case(make, impl, SHAPES[shape])
 
-    def time_forward(self, impl, shape):
-        self.case.run("forward")
-
-    def time_backward(self, impl, shape):
-        self.case.run("backward")
-
-
+@speedup_row("linear+relu 64x784x128: numba speed-up over numpy (fwd+bwd)", timeout=180)
 def track_numba_speedup():
     return speedup(make, *TRAINING[0][1])
-
-
-track_numba_speedup.unit = "x"
-track_numba_speedup.pretty_name = "linear+relu 64x784x128: numba speed-up over numpy (fwd+bwd)"
-track_numba_speedup.timeout = 180

@@ -3,15 +3,13 @@
 forward is the loss alone (need_grad=False); backward is loss *and* gradient (one fused pass here;
 torch: the F.*_loss forward + autograd.grad for the input).
 """
-import math
-
 from kernels.losses import MEAN
 
-from .common import (IMPLS, Case, calls_for, case, label, labels, ops, randn, speedup, tensor,
-                     torch, uniform)
+from .common import (Case, Family, calls_for, labels, ops, randn, shape_labels, speedup,
+                     speedup_row, tensor, torch, uniform)
 
 _SHAPES = [(128, 10), (128, 512), (4096, 1024)]
-SHAPES = {label(s, calls_for(math.prod(s))): s for s in _SHAPES}
+SHAPES = shape_labels(_SHAPES)
 LOSSES = ["mse", "bce", "bce_logits", "nll"]
 TRAINING = [("mse", ((128, 512), "mse")), ("bce_logits", ((128, 512), "bce_logits")),
             ("nll", ((128, 10), "nll"))]
@@ -49,25 +47,12 @@ def make(impl, shape, loss):
                  "backward": lambda: fn(inp, target, MEAN, True)}, calls)
 
 
-class Losses:
-    params = [IMPLS, list(SHAPES), LOSSES]
-    param_names = ["impl", "shape", "loss"]
-    timeout = 120
-
-    def setup(self, impl, shape, loss):
-        self.case = case(make, impl, SHAPES[shape], loss)
-
-    def time_forward(self, impl, shape, loss):
-        self.case.run("forward")
-
-    def time_backward(self, impl, shape, loss):
-        self.case.run("backward")
+class Losses(Family):
+    make = staticmethod(make)
+    shapes = SHAPES
+    axes = {"loss": LOSSES}
 
 
+@speedup_row("MSE 128x512: numba speed-up over numpy (loss, loss+grad)")
 def track_numba_speedup():
     return speedup(make, *TRAINING[0][1])
-
-
-track_numba_speedup.unit = "x"
-track_numba_speedup.pretty_name = "MSE 128x512: numba speed-up over numpy (loss, loss+grad)"
-track_numba_speedup.timeout = 120

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .common import IMPLS, Case, calls_for, case, ops, randn, speedup, torch
+from .common import Case, Family, IMPLS, calls_for, ops, randn, speedup, speedup_row, torch
 
 # Parameter tensor shapes of the three speed-run models (Linear weight (out, in) + bias,
 # BatchNorm weight + bias, Conv2d weight + bias), and one large flat buffer.
@@ -27,8 +27,7 @@ MODELS = {
 
 def _size_label(name):
     total = sum(math.prod(s) for s in MODELS[name])
-    calls = calls_for(total, 16)
-    return f"{name} ({total:,})" + (f" (x{calls} calls)" if calls > 1 else "")
+    return f"{name} ({total:,})"
 
 
 SIZES = {_size_label(name): name for name in MODELS}
@@ -86,22 +85,15 @@ def make(impl, model, opt):
     return Case({"step": step}, calls)
 
 
-class Optimizer:
-    params = [IMPLS + ["packed"], list(SIZES), OPTIMIZERS]
-    param_names = ["impl", "parameters", "optimizer"]
-    timeout = 120
-
-    def setup(self, impl, size, opt):
-        self.case = case(make, impl, SIZES[size], opt)
-
-    def time_step(self, impl, size, opt):
-        self.case.run("step")
+class Optimizer(Family):
+    make = staticmethod(make)
+    impls = IMPLS + ["packed"]
+    shape_name = "parameters"
+    shapes = SIZES
+    axes = {"optimizer": OPTIMIZERS}
+    timed = ("step",)
 
 
+@speedup_row("adam step (mlp_bn, 569k parameters): numba speed-up over numpy")
 def track_numba_speedup():
     return speedup(make, *TRAINING[1][1])
-
-
-track_numba_speedup.unit = "x"
-track_numba_speedup.pretty_name = "adam step (mlp_bn, 569k parameters): numba speed-up over numpy"
-track_numba_speedup.timeout = 120

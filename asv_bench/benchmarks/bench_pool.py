@@ -3,13 +3,12 @@ pooling.
 
 torch: F.max_pool2d / F.avg_pool2d under no_grad; backward is autograd.grad for x.
 """
-import math
-
-from .common import IMPLS, Case, calls_for, case, label, ops, randn, speedup, tensor, torch
+from .common import (Case, Family, calls_for, ops, randn, shape_labels, speedup, speedup_row,
+                     torch, torch_case)
 
 # The CNN's two pooling layers at batch 128, and a large one.
 _SHAPES = [(128, 16, 28, 28), (128, 32, 14, 14), (64, 64, 56, 56)]
-SHAPES = {label(s, calls_for(math.prod(s))): s for s in _SHAPES}
+SHAPES = shape_labels(_SHAPES)
 POOLS = ["max", "avg"]
 TRAINING = [("maxpool2d 2x2", ((128, 16, 28, 28), "max")),
             ("avgpool2d 2x2", ((128, 16, 28, 28), "avg"))]
@@ -25,15 +24,7 @@ def make(impl, shape, pool):
     if impl == "torch":
         t = torch()
         fn = {"max": t.nn.functional.max_pool2d, "avg": t.nn.functional.avg_pool2d}[pool]
-        xt = tensor(t, x, True)
-        gt = tensor(t, g)
-
-        def forward():
-            with t.no_grad():
-                fn(xt, 2)
-        yt = fn(xt, 2)
-        return Case({"forward": forward,
-                     "backward": lambda: t.autograd.grad(yt, xt, gt, retain_graph=True)}, calls)
+        return torch_case(t, lambda xt: fn(xt, 2), [x], g, calls)
     if pool == "max":
         k = ops(impl, "maxpool2d_forward", "maxpool2d_backward")
         _, idx = k.maxpool2d_forward(x, K, S, P)
@@ -44,25 +35,12 @@ def make(impl, shape, pool):
                  "backward": lambda: k.avgpool2d_backward(g, x.shape, K, S, P)}, calls)
 
 
-class Pool2d:
-    params = [IMPLS, list(SHAPES), POOLS]
-    param_names = ["impl", "shape", "pool"]
-    timeout = 120
-
-    def setup(self, impl, shape, pool):
-        self.case = case(make, impl, SHAPES[shape], pool)
-
-    def time_forward(self, impl, shape, pool):
-        self.case.run("forward")
-
-    def time_backward(self, impl, shape, pool):
-        self.case.run("backward")
+class Pool2d(Family):
+    make = staticmethod(make)
+    shapes = SHAPES
+    axes = {"pool": POOLS}
 
 
+@speedup_row("maxpool2d 128x16x28x28: numba speed-up over numpy (fwd+bwd)")
 def track_numba_speedup():
     return speedup(make, *TRAINING[0][1])
-
-
-track_numba_speedup.unit = "x"
-track_numba_speedup.pretty_name = "maxpool2d 128x16x28x28: numba speed-up over numpy (fwd+bwd)"
-track_numba_speedup.timeout = 120

@@ -5,15 +5,14 @@ cross_entropy: forward is the loss alone; backward is loss *and* gradient (one f
 torch: F.cross_entropy forward + autograd.grad). softmax/log_softmax torch: F.softmax /
 F.log_softmax under no_grad; backward is autograd.grad for x.
 """
-import math
-
 from kernels.softmax import MEAN
 
-from .common import IMPLS, Case, calls_for, case, label, labels, ops, randn, speedup, tensor, torch
+from .common import (Case, Family, calls_for, labels, ops, randn, shape_labels, speedup,
+                     speedup_row, tensor, torch, torch_case)
 
 # (N, C): MNIST logits of a batch of 128, a wide softmax, a large one.
 _SHAPES = [(128, 10), (128, 1000), (4096, 1024)]
-SHAPES = {label(s, calls_for(math.prod(s))): s for s in _SHAPES}
+SHAPES = shape_labels(_SHAPES)
 OPS = ["softmax", "log_softmax", "cross_entropy"]
 TRAINING = [("cross_entropy", ((128, 10), "cross_entropy")), ("softmax", ((128, 10), "softmax"))]
 
@@ -27,9 +26,8 @@ def make(impl, shape, op):
     if impl == "torch":
         t = torch()
         F = t.nn.functional
-        xt = tensor(t, x, True)
-        gt = tensor(t, g)
         if op == "cross_entropy":
+            xt = tensor(t, x, True)
             lt = t.from_numpy(t_idx)
 
             def forward():
@@ -40,15 +38,7 @@ def make(impl, shape, op):
                 t.autograd.grad(F.cross_entropy(xt, lt), xt)
             return Case({"forward": forward, "backward": backward}, calls)
         fn = {"softmax": F.softmax, "log_softmax": F.log_softmax}[op]
-
-        def forward():
-            with t.no_grad():
-                fn(xt, dim=1)
-        yt = fn(xt, dim=1)
-
-        def backward():
-            t.autograd.grad(yt, xt, gt, retain_graph=True)
-        return Case({"forward": forward, "backward": backward}, calls)
+        return torch_case(t, lambda xt: fn(xt, dim=1), [x], g, calls)
     if op == "cross_entropy":
         k = ops(impl, "cross_entropy_forward")
         return Case({"forward": lambda: k.cross_entropy_forward(x, t_idx, MEAN, False),
@@ -59,25 +49,12 @@ def make(impl, shape, op):
     return Case({"forward": lambda: fwd(x), "backward": lambda: bwd(g, y)}, calls)
 
 
-class Softmax:
-    params = [IMPLS, list(SHAPES), OPS]
-    param_names = ["impl", "shape", "op"]
-    timeout = 120
-
-    def setup(self, impl, shape, op):
-        self.case = case(make, impl, SHAPES[shape], op)
-
-    def time_forward(self, impl, shape, op):
-        self.case.run("forward")
-
-    def time_backward(self, impl, shape, op):
-        self.case.run("backward")
+class Softmax(Family):
+    make = staticmethod(make)
+    shapes = SHAPES
+    axes = {"op": OPS}
 
 
+@speedup_row("cross-entropy 128x10: numba speed-up over numpy (loss, loss+grad)")
 def track_numba_speedup():
     return speedup(make, *TRAINING[0][1])
-
-
-track_numba_speedup.unit = "x"
-track_numba_speedup.pretty_name = "cross-entropy 128x10: numba speed-up over numpy (loss, loss+grad)"
-track_numba_speedup.timeout = 120

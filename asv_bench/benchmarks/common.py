@@ -17,6 +17,7 @@ benchmark, and GNU OpenMP terminates a child forked from a process that has star
 imported only by :func:`settle`, called from setup and from the timing helpers, in the forked
 process. Kernels are compiled there too.
 """
+import abc
 import os
 import statistics
 import time
@@ -29,12 +30,11 @@ IMPLS = ["numba", "numpy", "torch"]
 NUM_THREADS = numba.config.NUMBA_NUM_THREADS
 DTYPE = np.float32
 
-# A timed call shorter than a few tens of microseconds is dominated by asv's per-sample overhead
-# (with a setup() asv times one call per sample). Such benchmarks time a fixed number of calls,
-# chosen from the shape alone (so every implementation runs the same loop): enough calls to touch
-# about this many elements.
+# A timed call of a few microseconds is noisy on its own. asv averages each sample over several
+# calls, each timed on its own (the benchmark's ``number``; setup runs between them and is not
+# timed), chosen from the shape alone so every implementation gets the same count: enough calls to
+# touch about this many elements. Every reported value is the time of one call.
 LOOP_ELEMENTS = 1 << 18
-
 
 def settle():
     """Import fastlayers (its import settles Numba's and BLAS's threads): from setup, never at
@@ -43,14 +43,18 @@ def settle():
 
 
 def calls_for(numel, limit=32):
-    """How many calls one timed sample makes for an op over ``numel`` elements (1 to ``limit``)."""
+    """How many calls one asv sample averages for an op over ``numel`` elements (1 to ``limit``)."""
     return int(min(limit, max(1, LOOP_ELEMENTS // max(int(numel), 1))))
 
 
-def label(shape, calls=1):
-    """The parameter value shown on the dashboard, e.g. ``'64x128'`` or ``'64x128 (x32 calls)'``."""
-    text = "x".join(str(s) for s in shape)
-    return text if calls == 1 else f"{text} (x{calls} calls)"
+def label(shape):
+    """The parameter value shown on the dashboard, e.g. ``'64x128'``."""
+    return "x".join(str(s) for s in shape)
+
+
+def shape_labels(shapes):
+    """``{label: shape}`` for a family's shapes, in order (the ``shape`` parameter's values)."""
+    return {label(s): s for s in shapes}
 
 
 def _import_torch():
@@ -120,23 +124,35 @@ def tensor(torch_mod, a, requires_grad=False):
     return t.requires_grad_(requires_grad)
 
 
+def torch_case(t, fn, arrays, grad, number=1):
+    """The torch Case of ``fn(*inputs)`` over copies of ``arrays`` that require grad: forward is
+    one call under no_grad; backward is autograd.grad of one recorded forward for every input,
+    given the output gradient ``grad``."""
+    inputs = [tensor(t, a, True) for a in arrays]
+    grad_t = tensor(t, grad)
+
+    def forward():
+        with t.no_grad():
+            fn(*inputs)
+    out = fn(*inputs)
+    return Case({"forward": forward,
+                 "backward": lambda: t.autograd.grad(out, inputs, grad_t, retain_graph=True)},
+                number)
+
+
 class Case:
     """One op family at one shape for one implementation: a dict of zero-argument callables
-    (``"forward"``, ``"backward"``, ...) over arrays built once, and the number of calls per sample.
+    (``"forward"``, ``"backward"``, ...) over arrays built once, and how many calls one asv sample
+    averages (``number``; see LOOP_ELEMENTS).
     """
 
-    def __init__(self, fns, calls=1):
+    def __init__(self, fns, number=1):
         self.fns = fns
-        self.calls = calls
+        self.number = number
 
     def warm(self):
         """Call everything once (compiles the Numba kernels for these dtypes and layouts)."""
         for fn in self.fns.values():
-            fn()
-
-    def run(self, name):
-        fn = self.fns[name]
-        for _ in range(self.calls):
             fn()
 
 
@@ -152,6 +168,61 @@ def case(factory, *key):
         c.warm()
         _CASES[k] = c
     return _CASES[k]
+
+
+def _timed(name):
+    def time_call(self, *params):
+        self.fns[name]()
+    time_call.__name__ = time_call.__qualname__ = f"time_{name}"
+    return time_call
+
+
+class Family(abc.ABC):
+    """A kernel family's timing benchmarks: one ``time_<name>`` benchmark per name in ``timed``,
+    each over ``impl`` x ``shape`` x the family's own ``axes``, timing one call of the case's
+    callable of that name.
+
+    A subclass sets ``make`` (``staticmethod(make)``, ``make(impl, shape, *axes) -> Case``),
+    ``shapes`` (dashboard label -> shape), and where they differ from the defaults ``axes``
+    (parameter name -> values), ``timed``, ``impls``, ``shape_name`` and ``timeout``. The class is
+    abstract until ``make`` is set, so asv skips it wherever it is imported.
+    """
+    impls = IMPLS
+    shape_name = "shape"
+    shapes = {}
+    axes = {}
+    timed = ("forward", "backward")
+    timeout = 120
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.params = [list(cls.impls), list(cls.shapes)] + [list(v) for v in cls.axes.values()]
+        cls.param_names = ["impl", cls.shape_name, *cls.axes]
+        for name in cls.timed:
+            setattr(cls, f"time_{name}", _timed(name))
+
+    @staticmethod
+    @abc.abstractmethod
+    def make(impl, shape, *axes):
+        """The Case of one implementation at one shape."""
+
+    def setup(self, impl, shape, *axes):
+        c = case(self.make, impl, self.shapes[shape], *axes)
+        self.fns = c.fns
+        # asv reads ``number`` again after setup (its documented per-parameter hook): each sample
+        # is the mean of this many calls, each timed on its own.
+        self.number = c.number
+
+
+def speedup_row(pretty_name, timeout=120):
+    """Mark a ``track_`` function that returns a numpy/numba time ratio: its unit, dashboard
+    name and timeout."""
+    def mark(fn):
+        fn.unit = "x"
+        fn.pretty_name = pretty_name
+        fn.timeout = timeout
+        return fn
+    return mark
 
 
 def interleaved_medians(fns, rounds=15, min_time=2e-3, lead_time=10e-3):
