@@ -7,7 +7,7 @@ from fastlayers.activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from fastlayers.gradcheck import gradcheck
 from fastlayers.linear import Linear
 from fastlayers.module import Sequential
-from fastlayers.normalization import BatchNorm, BatchNorm1d, BatchNorm2d
+from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
 
 
 def _random_affine(layer, seed=0):
