@@ -61,7 +61,7 @@ def test_fused_equals_unfused(backend_name, act):
     model, x = _fused_model(act, 3)
     lin, a = model[0], model[1]
     y = model(x)
-    assert model._cache == [lin]            # really fused: the activation is not a separate step
+    assert model.steps == [(lin, a)]        # really fused: the activation is not a separate step
     g = np.random.default_rng(0).standard_normal(y.shape)
     lin.zero_grad()
     dx = model.backward(g)
