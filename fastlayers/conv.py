@@ -133,7 +133,7 @@ class Conv2d(Module):
 
 class SimpleConv(Module):
     """The seed notebooks' SimpleConv: one 2-D kernel and a scalar bias, valid convolution
-    (cross-correlation, stride 1, no padding), now a thin wrapper over :class:`Conv2d`.
+    (cross-correlation, stride 1, no padding), a thin wrapper over :class:`Conv2d`.
 
     Args:
         kernel_size: int or (kh, kw).
