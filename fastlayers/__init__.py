@@ -27,7 +27,7 @@ from fastlayers.linear import Flatten, Identity, Linear
 from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntropyLoss, MSELoss,
                              NLLLoss)
 from fastlayers.module import Module, Parameter, Sequential
-from fastlayers.normalization import BatchNorm, BatchNorm1d, BatchNorm2d
+from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
 from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, Nadam, Optimizer, RMSprop
 from fastlayers.pooling import AvgPool2d, MaxPool2d
 from fastlayers.random import get_rng_state, manual_seed, set_rng_state

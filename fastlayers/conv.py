@@ -8,11 +8,6 @@ from fastlayers.init import default_weight_and_bias
 from fastlayers.module import Module, Parameter
 from kernels.conv import out_size
 
-# Sequential fuses Conv2d, BatchNorm2d, an activation and MaxPool2d(2) for at most this many input
-# values under the kernel (C KH KW): the fused kernel's statistics pass costs K (K + 1) / 2 products
-# a position (kernels/convbn.py).
-_FUSE_MAX_TAPS = 27
-
 
 def pair(name, value, minimum):
     """An int or a pair of ints, each >= ``minimum``, as a tuple (h, w)."""
@@ -96,64 +91,28 @@ class Conv2d(Module):
             size.append(out_size(length, k, s, p, d))
         return (n, self.out_channels, size[0], size[1])
 
-    def fuses_norm_pool(self, norm, activation, pool):
-        """Whether ``self, norm, activation, pool`` can run as one fused step (kernels/convbn.py):
-        this layer's input needs no gradient (``needs_input_grad`` False: a network's first layer,
-        as the training engine sets it), stride 1, at most 27 input values under the kernel
-        (C KH KW, e.g. 3x3 on 3 channels), and ``norm`` a BatchNorm2d over this layer's output
-        channels, in its dtype, for which ``norm.fuses_pool(activation, pool)`` holds (training,
-        ReLU or LeakyReLU, MaxPool2d(2))."""
-        return (not self.needs_input_grad and self.stride == (1, 1)
-                and self.weight.data[0].size <= _FUSE_MAX_TAPS
-                and getattr(norm, "fuses_pool", None) is not None
-                and norm.fuses_pool(activation, pool) and norm.num_features == self.out_channels
-                and norm._dtype() == self.weight.dtype)
-
-    def forward(self, x, norm=None, activation=None, pool=None):
-        """Convolve ``x``; with ``norm``, ``activation`` and ``pool`` (for which
-        :meth:`fuses_norm_pool` holds) the four layers run as one step and the pooled output is
-        returned."""
+    def check_input(self, x):
+        """``x`` checked (dtype, (N, C, H, W) with this layer's C, the kernel fits) and C-contiguous,
+        with the output's shape."""
         x = image_batch(x, self.in_channels, self.weight.dtype, "Conv2d")
-        shape = self.output_shape(x.shape)
+        return x, self.output_shape(x.shape)
+
+    def forward(self, x):
+        x, _ = self.check_input(x)
         b = self.bias.data if self.bias is not None else None
-        if norm is not None:
-            return self._forward_block(x, shape, b, norm, activation, pool)
         y = backend.ops().conv2d_forward(x, self.weight.data, b, self.stride, self.padding,
                                          self.dilation)
-        self._cache = (x, None)
+        self._cache = x
         return y
 
-    def _forward_block(self, x, shape, b, norm, activation, pool):
-        if not self.fuses_norm_pool(norm, activation, pool):
-            raise ValueError(f"Conv2d: cannot fuse {norm!r}, {activation!r}, {pool!r} after this "
-                             f"layer (see fuses_norm_pool)")
-        pool._check_shape(shape)
-        norm._check_batch(shape, type(norm).__name__)
-        factor, rm, rv = norm._running_update(x.dtype)
-        gamma, beta = norm._affine(x.dtype)
-        act, slope = activation.act, getattr(activation, "slope", 0.0)
-        pooled, idx, mean, invstd, saved = backend.ops().conv_bn_maxpool_train_forward(
-            x, self.weight.data, b, self.padding, self.dilation, gamma, beta, rm, rv, factor,
-            norm.eps, act, slope)
-        self._cache = (x, (norm, act, slope, pooled, idx, mean, invstd, saved))
-        return pooled
-
     def backward(self, grad_output):
-        x, block = self._saved()    # block: what the fused step kept, None after a plain forward
+        x = self._saved()
         g = _checks.float_array(grad_output, "grad_output", dtype=x.dtype, owner="Conv2d")
-        expected = self.output_shape(x.shape) if block is None else block[3].shape
+        expected = self.output_shape(x.shape)
         if g.shape != expected:
             raise ValueError(f"Conv2d: grad_output must have shape {expected}, got {g.shape}")
         ops = backend.ops()
         db = self.bias.grad_buffer() if self.bias is not None else None
-        if block is not None:
-            norm, act, slope, pooled, idx, mean, invstd, saved = block
-            gamma, _ = norm._affine(x.dtype)
-            dgamma, dbeta = norm._affine_grads(gamma)
-            ops.conv_bn_maxpool_backward(g, idx, pooled, saved, self.weight.data, gamma, mean,
-                                         invstd, act, slope, self.weight.grad_buffer(), db, dgamma,
-                                         dbeta)
-            return self._release(None)
         ops.conv2d_backward_weight(g, x, self.stride, self.padding, self.dilation,
                                    self.weight.grad_buffer(), db)
         dx = None
@@ -174,7 +133,7 @@ class Conv2d(Module):
 
 class SimpleConv(Module):
     """The seed notebooks' SimpleConv: one 2-D kernel and a scalar bias, valid convolution
-    (cross-correlation, stride 1, no padding), now a thin wrapper over :class:`Conv2d`.
+    (cross-correlation, stride 1, no padding), a thin wrapper over :class:`Conv2d`.
 
     Args:
         kernel_size: int or (kh, kw).

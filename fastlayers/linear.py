@@ -28,11 +28,9 @@ class Linear(Module):
         >>> layer(np.zeros((64, 784), np.float32)).shape
         (64, 128)
 
-    Inside a :class:`Sequential`, a following ReLU/LeakyReLU/Sigmoid/Tanh is fused into this layer's
-    kernels (``forward(x, activation=module)``).
+    Inside a :class:`Sequential`, a following ReLU/LeakyReLU/Sigmoid/Tanh runs in this layer's
+    kernels (see :mod:`fastlayers.fused`).
     """
-
-    fuses_activation = True
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
         super().__init__()
@@ -46,21 +44,23 @@ class Linear(Module):
         self.bias = Parameter(b) if bias else None
         self._cache = None
 
-    def forward(self, x, activation=None):
+    def affine(self, x, act=IDENTITY, slope=0.0):
+        """x W^T + b with the activation ``act`` (a code of ``kernels.activations``) applied in the
+        same pass after the GEMM. Returns the output and what :meth:`affine_backward` needs."""
         x = _checks.float_array(x, "input", dtype=self.weight.dtype, owner="Linear")
         if x.ndim == 0:
             raise ValueError("Linear: input must have at least 1 dimension, got a scalar")
         _checks.dim_size(x, -1, self.in_features, owner="Linear")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        act, slope = (activation.act, activation.slope) if activation is not None else (IDENTITY, 0.0)
         b = self.bias.data if self.bias is not None else None
         y = backend.ops().linear_forward(x2, self.weight.data, b, act, slope)
-        self._cache = (x2, y, act, slope, lead)
-        return y.reshape(lead + (self.out_features,))
+        return y.reshape(lead + (self.out_features,)), (x2, y, act, slope, lead)
 
-    def backward(self, grad_output):
-        x2, y, act, slope, lead = self._saved()
+    def affine_backward(self, saved, grad_output):
+        """The input gradient (None unless ``needs_input_grad``) of an :meth:`affine` call that
+        returned ``saved``; adds the weight and bias gradients."""
+        x2, y, act, slope, lead = saved
         g = _checks.float_array(grad_output, "grad_output", dtype=y.dtype, owner="Linear")
         if g.shape != lead + (self.out_features,):
             raise ValueError(f"Linear: grad_output must have shape {lead + (self.out_features,)}, "
@@ -68,7 +68,14 @@ class Linear(Module):
         db = self.bias.grad_buffer() if self.bias is not None else None
         dx = backend.ops().linear_backward(g.reshape(y.shape), x2, self.weight.data, y, act, slope,
                                            self.weight.grad_buffer(), db, self.needs_input_grad)
-        return self._release(None if dx is None else dx.reshape(lead + (self.in_features,)))
+        return None if dx is None else dx.reshape(lead + (self.in_features,))
+
+    def forward(self, x):
+        y, self._cache = self.affine(x)
+        return y
+
+    def backward(self, grad_output):
+        return self._release(self.affine_backward(self._saved(), grad_output))
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -14,7 +14,7 @@ from fastlayers.conv import Conv2d
 from fastlayers.dropout import Dropout
 from fastlayers.linear import Flatten, Linear
 from fastlayers.module import Sequential
-from fastlayers.normalization import BatchNorm1d, BatchNorm2d
+from fastlayers.batchnorm import BatchNorm1d, BatchNorm2d
 from fastlayers.pooling import MaxPool2d
 
 

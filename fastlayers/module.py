@@ -350,14 +350,11 @@ class Module:
 class Sequential(Module):
     """Modules applied in order; ``backward`` runs them in reverse.
 
-    When a module that can absorb an activation (``fuses_activation = True``, e.g. Linear) is followed
-    by an elementwise activation module (which has an ``act`` code), the pair runs as one fused step:
-    bias and activation in one pass after the GEMM, and on the way back the activation's derivative
-    and the bias gradient in one pass. A module with ``fuses_pool(activation, pool)`` (BatchNorm2d
-    in training) followed by such an activation and a MaxPool2d(2) runs the three as one step, and
-    a Conv2d with ``fuses_norm_pool`` (a first layer, whose input needs no gradient) before those
-    three runs all four as one. Results are the same as running them one after the other (up to
-    float rounding).
+    Some runs of layers execute as one fused step, with fewer passes over memory: Linear or a
+    batch norm followed by an activation, BatchNorm2d + ReLU + MaxPool2d(2) in training, and a
+    first block Conv2d + BatchNorm2d + ReLU + MaxPool2d(2). :mod:`fastlayers.fused` holds those
+    steps and the rule that picks them, at every forward; results are the same as running the
+    layers one after the other (up to float rounding). :attr:`steps` tells which steps ran.
     """
 
     def __init__(self, *modules):
@@ -388,45 +385,32 @@ class Sequential(Module):
         return mods[index]
 
     def forward(self, x):
+        from fastlayers import fused     # fused builds on the layer modules, which import this one
+        steps = fused.plan(list(self._modules.values()))
         undo = self._undo_log()
         try:
-            x, steps = self._run(x)
+            for step in steps:
+                x = step.forward(x)
         except BaseException:
             _undo(undo)
             raise
         object.__setattr__(self, "_cache", steps)
+        object.__setattr__(self, "_steps", steps)
         return x
 
-    def _run(self, x):
-        mods = list(self._modules.values())
-        steps = []
-        i = 0
-        while i < len(mods):
-            m = mods[i]
-            nxt = mods[i + 1] if i + 1 < len(mods) else None
-            after = mods[i + 2] if i + 2 < len(mods) else None
-            last = mods[i + 3] if i + 3 < len(mods) else None
-            if last is not None and getattr(m, "fuses_norm_pool", None) and m.fuses_norm_pool(
-                    nxt, after, last):
-                x = m.forward(x, norm=nxt, activation=after, pool=last)
-                i += 4
-            elif after is not None and getattr(m, "fuses_pool", None) and m.fuses_pool(nxt, after):
-                x = m.forward(x, activation=nxt, pool=after)
-                i += 3
-            elif getattr(m, "fuses_activation", False) and getattr(nxt, "act", None) is not None:
-                x = m.forward(x, activation=nxt)
-                i += 2
-            else:
-                x = m.forward(x)
-                i += 1
-            steps.append(m)
-        return x, steps
+    @property
+    def steps(self):
+        """The steps of the last forward that succeeded, in order, each as the tuple of modules it
+        ran: one module on its own, or several fused into one step (:mod:`fastlayers.fused`).
+        Empty before the first forward."""
+        return [getattr(s, "parts", (s,)) for s in self.__dict__.get("_steps", ())]
 
     def _undo_log(self):
         """What a forward of this container can change: every descendant's cache, the buffers a
         training forward updates in place (running statistics), and the dropout counter. A
-        failed forward puts them back, so it changes nothing. (A plain walk: this runs on every
-        forward.)"""
+        failed forward puts them back, so it changes nothing. (Fused steps are built anew for
+        each forward: the last good forward's steps, with their caches, are never touched. A plain
+        walk: this runs on every forward.)"""
         mods = [self]
         for m in mods:
             mods.extend(m._modules.values())

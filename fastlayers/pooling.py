@@ -21,10 +21,10 @@ class _Pool2d(Module):
 
     def _check_input(self, x):
         x = _checks.float_array(x, "input", ndim=4, owner=self._name)
-        self._check_shape(x.shape)
+        self.check_shape(x.shape)
         return x
 
-    def _check_shape(self, shape):
+    def check_shape(self, shape):
         """ValueError if the window does not fit in the padded (N, C, H, W) input ``shape``."""
         for axis, (length, k, p) in enumerate(zip(shape[2:], self.kernel_size, self.padding)):
             if length + 2 * p < k:

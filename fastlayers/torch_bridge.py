@@ -4,7 +4,7 @@ speed run's ``--compare-torch``. Importing this module needs torch; fastlayers i
 import numpy as np
 import torch
 
-from fastlayers import activation, conv, dropout, linear, loss, module, normalization, optim, pooling
+from fastlayers import activation, batchnorm, conv, dropout, linear, loss, module, optim, pooling
 
 
 def _t(a):
@@ -39,8 +39,8 @@ def to_torch(m):
     elif isinstance(m, conv.Conv2d):
         t = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
                       bias=m.bias is not None)
-    elif isinstance(m, normalization._BatchNorm):
-        cls = nn.BatchNorm2d if isinstance(m, normalization.BatchNorm2d) else nn.BatchNorm1d
+    elif isinstance(m, batchnorm._BatchNorm):
+        cls = nn.BatchNorm2d if isinstance(m, batchnorm.BatchNorm2d) else nn.BatchNorm1d
         t = cls(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
     else:
         raise TypeError(f"no PyTorch equivalent known for {type(m).__name__}")

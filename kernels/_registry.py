@@ -21,10 +21,13 @@ PARALLEL_MIN = 1 << 16
 # 5x on the Adam update).
 OPTIONS = {"cache": True, "error_model": "numpy"}
 # Numba's cache index ignores compile options, and it checks only the source file of the function
-# it caches, not the helpers inlined into it from kernels/_vmath.py. A build renamed with a tag of
-# both (the options and _vmath's source) cannot load a stale entry compiled under others.
-_VMATH = pathlib.Path(__file__).with_name("_vmath.py").read_bytes()
-_TAG = str(zlib.crc32(repr(sorted(OPTIONS.items())).encode() + _VMATH) & 0xFFFF)
+# it caches, not the helpers compiled into it from the shared helper modules (kernels/_vmath.py,
+# kernels/_loops.py). A build renamed with a tag of the options and those sources cannot load a
+# stale entry compiled under others. A helper that kernels of another file call belongs in one of
+# these modules.
+_HELPERS = b"".join(pathlib.Path(__file__).with_name(name).read_bytes()
+                    for name in ("_vmath.py", "_loops.py"))
+_TAG = str(zlib.crc32(repr(sorted(OPTIONS.items())).encode() + _HELPERS) & 0xFFFF)
 # The fast-math flags a kernel may opt into (compiled(fastmath=...)), each with the letter it adds to
 # the build's name.
 _FASTMATH = {"contract": "c", "reassoc": "r"}

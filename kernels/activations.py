@@ -65,8 +65,7 @@ def act_bias_backward_np(grad, y, act, slope):
 
 
 # ---------------------------------------------------------------------------------------- Numba kernels
-# Thresholds measured side by side (serial vs parallel build, float32): serial was faster up to
-# (512, 1024) and even at (2048, 1024) for these one-pass loops on this 2-CPU machine.
+# Serial is faster for these one-pass loops up to (2048, 1024) float32 on a 2-CPU machine.
 _PAR = 1 << 20
 
 @compiled(parallel_min=_PAR)

@@ -26,26 +26,25 @@ How the compiled path is fast (NOTES.md: a direct kernel beats im2col + BLAS for
 - The weight gradient reduces over (n, pixels): on the same flattened plane, dw[o, c, ky, kx] is a
   sum of dot products of two contiguous rows (the gradient of channel o laid on the plane's grid,
   and the tap's shifted slice of input plane c), 4 output channels and 3 taps per loop. Those dot
-  products vectorise only with LLVM's "reassoc" flag (Numba keeps a float sum's order otherwise);
-  with it the direct loop took 0.4-0.6x the time of the im2col + BLAS GEMM it replaced at the cnn's
-  shapes, whose gathering of 9 shifted copies of the input cost as much as the GEMM saved. Small
-  planes are stacked several samples to a plane (8 at 14x14) so that each dot product, and the
-  reduction of its running sums after the loop, covers a group (0.80-0.90x the time). The forward
-  gained nothing from stacking 2-3 samples and took 1.3-1.5x as long with 4-8 (its accumulator
-  rows, loaded and stored on every pass, then outgrow L1).
+  products vectorise only with LLVM's "reassoc" flag (Numba keeps a float sum's order otherwise).
+  The direct loop beats im2col + BLAS at the cnn's shapes, where gathering 9 shifted copies of the
+  input costs as much as the GEMM saves. Small planes are stacked several samples to a plane (8 at
+  14x14) so that each dot product, and the reduction of its running sums after the loop, covers a
+  group. The forward does not stack samples: its accumulator rows, loaded and stored on every
+  pass, would outgrow L1.
 - Each thread of the forward kernel owns a chunk of samples: it pads each into its own buffer, which
   then stays in cache for every output channel (no padded copy of the batch is written).
-- The plane loop runs over a whole number of 8-float vectors (see _VEC): LLVM does not vectorise a
-  loop's remainder, and at 14x14 that remainder cost 17%.
+- The plane loop runs over a whole number of 8-float vectors (see _loops.VEC): LLVM does not
+  vectorise a loop's remainder.
 - The direct loops are compiled with FMA contraction (``fastmath=("contract",)``): a multiply-add
-  is one instruction with one rounding; measured 13% faster on the forward kernel.
+  is one instruction with one rounding.
 - Other strides take a plain direct-loop general path (forward and weight gradient).
 """
 import numba
 import numpy as np
 from numba import njit, prange
 
-from kernels import _vmath
+from kernels import _loops, _vmath
 from kernels._registry import OPTIONS, compiled, register
 
 
@@ -167,12 +166,6 @@ def _upsample_pad_into(g, gp, top, left, sh, sw):
                     row[q] = srow[j]
 
 
-# The plane loop of _corr_s1 runs over a whole number of 8-float vectors (AVX2 width): with 222
-# steps (14x14 at padding 1) LLVM ran the last 6 as scalar code, and rounding up to 224 measured 17%
-# faster. The extra steps read the zero slack after each plane and land in discarded columns.
-_VEC = 8
-
-
 @njit(inline="always", **OPTIONS)
 def _place(xs, xf, at, top, left, hp, wp):
     # Copy one sample xs (C, H, W) into the flattened planes xf (C, ...) at (top, left) of the
@@ -190,36 +183,6 @@ def _place(xs, xf, at, top, left, hp, wp):
                 dst[q] = src[q]
 
 
-@njit(inline="always", **OPTIONS)
-def _fma4x3(a0, a1, a2, a3, s0, s1, s2, k0, k1, k2, k3, t, length):
-    # a_r[j] += k_r[t] s0[j] + k_r[t + 1] s1[j] + k_r[t + 2] s2[j], r = 0..3, j < length: three
-    # taps into four output channels. Each accumulator is loaded and stored once per 3
-    # multiply-adds and each input vector feeds 4 channels. Written a = a + w v + w v + w v, it is
-    # 3 chained FMAs; as a += (w v + w v + w v) it was a multiply, 2 FMAs and an add (the loop
-    # alone measured 1.15-1.25x slower).
-    w00, w01, w02 = k0[t], k0[t + 1], k0[t + 2]
-    w10, w11, w12 = k1[t], k1[t + 1], k1[t + 2]
-    w20, w21, w22 = k2[t], k2[t + 1], k2[t + 2]
-    w30, w31, w32 = k3[t], k3[t + 1], k3[t + 2]
-    for j in range(length):
-        v0, v1, v2 = s0[j], s1[j], s2[j]
-        a0[j] = a0[j] + w00 * v0 + w01 * v1 + w02 * v2
-        a1[j] = a1[j] + w10 * v0 + w11 * v1 + w12 * v2
-        a2[j] = a2[j] + w20 * v0 + w21 * v1 + w22 * v2
-        a3[j] = a3[j] + w30 * v0 + w31 * v1 + w32 * v2
-
-
-@njit(inline="always", **OPTIONS)
-def _fma4x1(a0, a1, a2, a3, s, w0, w1, w2, w3, length):
-    # a_r[j] += w_r s[j], r = 0..3, j < length: one tap into four output channels.
-    for j in range(length):
-        v = s[j]
-        a0[j] += w0 * v
-        a1[j] += w1 * v
-        a2[j] += w2 * v
-        a3[j] += w3 * v
-
-
 @compiled(parallel_min=1 << 12, fastmath=("contract",))
 def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw, nchunk):
     # Valid, stride-1 correlation of x placed at (top, left) in a zero (Hp, Wp) frame (top/left may
@@ -233,10 +196,10 @@ def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw, nchunk):
     kh, kw = w4.shape[2], w4.shape[3]
     o_, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     nblk = w4.shape[0] // 4
-    length = ((oh - 1) * wp + ow + _VEC - 1) // _VEC * _VEC
+    length = ((oh - 1) * wp + ow + _loops.VEC - 1) // _loops.VEC * _loops.VEC
     zero = y.dtype.type(0)
     for chunk in prange(nchunk):
-        xf = np.zeros((c_, hp * wp + _VEC), dtype=y.dtype)
+        xf = np.zeros((c_, hp * wp + _loops.VEC), dtype=y.dtype)
         acc = np.empty((4, length), dtype=y.dtype)
         a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
         for n in range(chunk * n_ // nchunk, (chunk + 1) * n_ // nchunk):
@@ -272,7 +235,7 @@ def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw, nchunk):
                         if kw == 3:
                             # The three taps of a kernel row at once (a last block of fewer
                             # than 4 channels goes one by one above).
-                            _fma4x3(a0, a1, a2, a3, plane[base:base + length],
+                            _loops.fma4x3(a0, a1, a2, a3, plane[base:base + length],
                                     plane[base + dw:base + dw + length],
                                     plane[base + 2 * dw:base + 2 * dw + length],
                                     w4[o0, c, ky], w4[o0 + 1, c, ky], w4[o0 + 2, c, ky],
@@ -280,7 +243,7 @@ def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw, nchunk):
                         else:
                             for kx in range(kw):
                                 off = base + kx * dw
-                                _fma4x1(a0, a1, a2, a3, plane[off:off + length],
+                                _loops.fma4x1(a0, a1, a2, a3, plane[off:off + length],
                                         w4[o0, c, ky, kx], w4[o0 + 1, c, ky, kx],
                                         w4[o0 + 2, c, ky, kx], w4[o0 + 3, c, ky, kx], length)
                 for k in range(nrem):
@@ -377,7 +340,7 @@ def _wgrad_s1(grad, x, ph, pw, dw_, db, has_bias, dh, dwl, nchunk, group):
     kh, kw = dw_.shape[2], dw_.shape[3]
     hp, wp = h + 2 * ph, x.shape[3] + 2 * pw
     period = max(h + ph, oh)
-    size = ((group - 1) * period + hp) * wp + _VEC
+    size = ((group - 1) * period + hp) * wp + _loops.VEC
     nblk = (o_ + 3) // 4
     zero = dw_.dtype.type(0)
     for chunk in prange(nchunk):
@@ -391,7 +354,7 @@ def _wgrad_s1(grad, x, ph, pw, dw_, db, has_bias, dh, dwl, nchunk, group):
             if cnt < group:   # clear what the full groups left beyond the short one
                 xf[:] = zero
                 g[:] = zero
-            length = (((cnt - 1) * period + oh - 1) * wp + ow + _VEC - 1) // _VEC * _VEC
+            length = (((cnt - 1) * period + oh - 1) * wp + ow + _loops.VEC - 1) // _loops.VEC * _loops.VEC
             for m in range(cnt):
                 _place(x[n0 + m], xf, m * period, ph, pw, hp, wp)
             for blk in range(blk0, blk1):
@@ -464,9 +427,7 @@ def _padded(x, ph, pw):
 
 
 # _wgrad_s1 stacks enough samples that one dot product runs over about this many plane positions:
-# 8 samples of 14x14 padded by 1, 2 of 28x28. Measured at the cnn's (128, 16, 14, 14) -> 32 against
-# one sample a loop: 0.77-0.81x the time on 1 thread, 0.80-0.88x on 2 (4 samples: 0.79-0.89x). At
-# (128, 1, 28, 28) -> 16, 1 or 2 samples made no difference.
+# 8 samples of 14x14 padded by 1, 2 of 28x28 (0.8x the time of one sample a loop at 14x14).
 _STACK_POSITIONS = 2048
 
 

@@ -18,9 +18,9 @@ and come from one "moments" pass over the input (K (K + 1) / 2 products a positi
 kernel on one channel). The normalisation then folds into the convolution's weights:
     v_o = gamma_o invstd_o (z_o - mean_o) + beta_o = (a_o w_o) . (p - mu) + beta_o,
     a_o = gamma_o invstd_o,
-so one pass computes v with a direct convolution loop (kernels/conv.py's _fma4x3), applies the
+so one pass computes v with a direct convolution loop (kernels/_loops.py's fma4x3), applies the
 activation and keeps each 2x2 window's maximum and its position under max_pool2d's rules
-(kernels/batchnorm.py's _max4 and _nan_last; idx uint8 = 2 ky + kx).
+(kernels/_loops.py's max4 and nan_last; idx uint8 = 2 ky + kx).
 
 Backward. Only a window's winner has a gradient, g' = grad * act'(pooled). With its sums over the
 winners of each channel,
@@ -48,13 +48,6 @@ x's dtype, then in float64) do not cancel for data far from zero. a_o w_o and be
 are rounded to x's dtype once. Results match the unfused layers to float rounding: z is not rounded
 before the statistics, and a window whose two largest values lie within rounding of each other may
 pick the other one.
-
-Measured at the cnn's first layer (128, 1, 28, 28) -> 16, interleaved medians against the unfused
-kernels (conv2d_forward, batchnorm_maxpool_*, conv2d_backward_weight): forward about even (the
-moments pass costs what the statistics pass over z did), backward 0.45-0.55x; the cnn's training
-step 0.89x. Later changes (the statistics algebra and the weight-gradient formulas compiled instead
-of in NumPy, three taps a loop in the backward's sums) took the forward to 0.75-0.97x and the
-backward to 0.79-0.90x of that.
 """
 import functools
 
@@ -62,11 +55,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from kernels import _vmath
+from kernels import _loops, _vmath
 from kernels._registry import OPTIONS, compiled, register
-from kernels.batchnorm import (_max4, _nan_last, _update_running_np, batchnorm_maxpool_backward_np,
-                               batchnorm_maxpool_train_forward_np, negative_scale)
-from kernels.conv import _VEC, _fma4x1, _fma4x3, conv2d_backward_weight_np, conv2d_forward_np
+from kernels.batchnorm import _update_running_np, negative_scale
+from kernels.batchnorm_pool import batchnorm_maxpool_backward_np, batchnorm_maxpool_train_forward_np
+from kernels.conv import conv2d_backward_weight_np, conv2d_forward_np
 
 # The moments pass sums this many samples into each partial sum, whatever the thread count, so
 # the float64 totals (added in a fixed order) do not depend on it.
@@ -127,7 +120,7 @@ def _moments(xs, offs, oh, ow, wq, part):
     n_, nk = xs.shape[0], offs.shape[1]
     rows = np.array([(oh + 1) // 2, (oh + 1) // 2, oh // 2, oh // 2])
     cols = np.array([(ow + 1) // 2, ow // 2, (ow + 1) // 2, ow // 2])
-    span = ((rows[0] - 1) * wq + cols[0] + _VEC - 1) // _VEC * _VEC
+    span = ((rows[0] - 1) * wq + cols[0] + _loops.VEC - 1) // _loops.VEC * _loops.VEC
     zero = xs.dtype.type(0)
     for t in prange(part.shape[0]):
         acc = part[t]
@@ -165,7 +158,7 @@ def _moments(xs, offs, oh, ow, wq, part):
 @njit(inline="always", **OPTIONS)
 def _taps4(xf, off, w4, c4, o0, acc, length):
     # acc[k, :length] = c4[o0 + k] + sum_t w4[o0 + k, t] xf[off[t] + j], k < 4: one output phase of
-    # output channels o0 .. o0 + 3, taps three at a time (kernels/conv.py's _fma4x3, _fma4x1).
+    # output channels o0 .. o0 + 3, taps three at a time (_loops.fma4x3, _loops.fma4x1).
     nk = off.size
     a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
     b0, b1, b2, b3 = c4[o0], c4[o0 + 1], c4[o0 + 2], c4[o0 + 3]
@@ -176,10 +169,10 @@ def _taps4(xf, off, w4, c4, o0, acc, length):
         a3[j] = b3
     k0, k1, k2, k3 = w4[o0], w4[o0 + 1], w4[o0 + 2], w4[o0 + 3]
     for t in range(0, nk - nk % 3, 3):
-        _fma4x3(a0, a1, a2, a3, xf[off[t]:off[t] + length], xf[off[t + 1]:off[t + 1] + length],
+        _loops.fma4x3(a0, a1, a2, a3, xf[off[t]:off[t] + length], xf[off[t + 1]:off[t + 1] + length],
                 xf[off[t + 2]:off[t + 2] + length], k0, k1, k2, k3, t, length)
     for t in range(nk - nk % 3, nk):
-        _fma4x1(a0, a1, a2, a3, xf[off[t]:off[t] + length], k0[t], k1[t], k2[t], k3[t], length)
+        _loops.fma4x1(a0, a1, a2, a3, xf[off[t]:off[t] + length], k0[t], k1[t], k2[t], k3[t], length)
 
 
 @compiled(parallel_min=1 << 12, fastmath=("contract", "reassoc"))
@@ -192,7 +185,7 @@ def _forward_phases(xs, offs, w4, c4, wq, s, pooled, idx, nchunk):
     # activation and pooling run as one long loop over the grid (row by row, 14 windows long, the
     # loop did not vectorise and took twice as long); the rows are then copied out.
     n_, o_, ph, pw = pooled.shape
-    length = ((ph - 1) * wq + pw + _VEC - 1) // _VEC * _VEC
+    length = ((ph - 1) * wq + pw + _loops.VEC - 1) // _loops.VEC * _loops.VEC
     neg = pooled.dtype.type(s)
     zero = pooled.dtype.type(0)
     for chunk in prange(nchunk):
@@ -210,7 +203,7 @@ def _forward_phases(xs, offs, w4, c4, wq, s, pooled, idx, nchunk):
                     for j in range(length):
                         a0, a1 = _vmath.leaky(v0[j], neg), _vmath.leaky(v1[j], neg)
                         a2, a3 = _vmath.leaky(v2[j], neg), _vmath.leaky(v3[j], neg)
-                        by[j], bk[j] = _max4(a0, a1, a2, a3)
+                        by[j], bk[j] = _loops.max4(a0, a1, a2, a3)
                         check += (a0 + a1) + (a2 + a3)
                     yo, io = pooled[n, o0 + k], idx[n, o0 + k]
                     for i in range(ph):
@@ -226,7 +219,7 @@ def _forward_phases(xs, offs, w4, c4, wq, s, pooled, idx, nchunk):
                                 a2, a3 = _vmath.leaky(v2[t], neg), _vmath.leaky(v3[t], neg)
                                 total = (a0 + a1) + (a2 + a3)
                                 if total != total:
-                                    yo[i, j], io[i, j] = _nan_last(a0, a1, a2, a3, yo[i, j],
+                                    yo[i, j], io[i, j] = _loops.nan_last(a0, a1, a2, a3, yo[i, j],
                                                                    io[i, j])
 
 
@@ -285,11 +278,10 @@ def _backward_sums(grad, idx, pooled, pw, xs, offs, wq, s, w, gamma, invstd, mu,
     # windows whose winner is q, zero elsewhere (and in the columns past PW), and a tap's sum is
     # then four dot products with the tap's phase windows, three taps a loop so that each g' is
     # loaded once for three taps. The buffer is cleared whole (one vectorised loop) after each
-    # sample. In all, 0.8-0.9x the time of one tap a loop, winners cleared one by one and the
-    # formulas in NumPy after the kernel.
+    # sample, cheaper than clearing the winners one by one.
     n_, o_, m = grad.shape
     nk = offs.shape[1]
-    length = ((m // pw - 1) * wq + pw + _VEC - 1) // _VEC * _VEC
+    length = ((m // pw - 1) * wq + pw + _loops.VEC - 1) // _loops.VEC * _loops.VEC
     neg = grad.dtype.type(s)
     zero = grad.dtype.type(0)
     at = np.empty(m, np.int64)   # window t = i PW + j sits at i Wq + j of a phase row
@@ -358,15 +350,15 @@ def _geometry(x, w, padding, dilation):
 
 @functools.lru_cache(maxsize=64)
 def _layout(chw, khw, padding, dilation):
-    # Cached: a training step calls it twice, and building offs took 0.16 ms (a twentieth of the
-    # forward). offs is shared: never written to (a read-only array made the
-    # backward 10% slower).
+    # Cached: a training step calls it twice, and building offs costs about a twentieth of the
+    # forward. offs is shared: never written to (it stays writeable: a read-only array slows the
+    # backward).
     c, h, wd = chw
     kh, kw = khw
     (ph, pw), (dh, dw) = padding, dilation
     hp, wp = h + 2 * ph, wd + 2 * pw
     hq, wq = (hp + 1) // 2, (wp + 1) // 2
-    size = (hq + 1) * wq + _VEC
+    size = (hq + 1) * wq + _loops.VEC
     offs = np.empty((4, c * kh * kw), np.int64)
     for q in range(4):
         rr = q // 2 + dh * np.arange(kh)[:, None]

@@ -27,11 +27,9 @@ _M1 = 0xBF58476D1CE4E5B9
 _M2 = 0x94D049BB133111EB
 _MASK64 = (1 << 64) - 1
 _CHUNK = 2048  # 64-bit hash values per thread-owned chunk (4096 elements)
-# Parallel thresholds, measured on this machine (2 logical CPUs, about one core of throughput,
-# shared): at (128, 32, 14, 14) the hashing forward was about even serial vs parallel when quiet
-# and up to 4x slower in parallel when co-tenants kept the other CPU busy; the copy-and-scale
-# passes (backward, channel dropout) were slower in parallel (up to 10x). Both stay serial below
-# 2^20 elements. Lower these on a machine with real cores.
+# Parallel thresholds for a 2-CPU machine with about one core of throughput: at (128, 32, 14, 14)
+# the hashing forward gains nothing in parallel and the copy-and-scale passes (backward, channel
+# dropout) lose, so both stay serial below 2^20 elements. Lower these on a machine with real cores.
 _PAR_HASH = 1 << 20
 _PAR_COPY = 1 << 20
 

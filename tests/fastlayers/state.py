@@ -7,6 +7,7 @@ import numpy as np
 
 import fastlayers as fl
 from fastlayers import random
+from fastlayers.fused import FusedStep
 from fastlayers.module import Module
 
 
@@ -16,6 +17,8 @@ def _feed(h, obj, identity=True):
         h.update(np.ascontiguousarray(obj).tobytes())
     elif isinstance(obj, Module):
         h.update(f"m{type(obj).__name__}{id(obj) if identity else ''}".encode())
+        if isinstance(obj, FusedStep):      # a Sequential's step, not one of its modules
+            _feed(h, (obj.parts, obj.__dict__.get("_cache")), identity)
     elif isinstance(obj, (tuple, list)):
         h.update(f"s{len(obj)}".encode())
         for item in obj:

@@ -4,6 +4,7 @@ import pytest
 
 import fastlayers as fl
 from fastlayers.conv import Conv2d, SimpleConv
+from fastlayers.fused import ConvBlock
 from fastlayers.gradcheck import gradcheck
 
 
@@ -161,22 +162,23 @@ def _first_block(c=2, o=5, dtype=np.float32, act=None, **conv_kwargs):
 def test_first_block_is_fused_only_when_it_can_be():
     x = np.random.default_rng(5).standard_normal((4, 2, 8, 8)).astype(np.float32)
     model = _first_block()
-    assert model(x).shape == (4, 5, 4, 4) and model._cache == [model[0]]
+    assert model(x).shape == (4, 5, 4, 4) and model.steps == [tuple(model)]
     model.eval()
     model(x)
-    assert model._cache == [model[0], model[1], model[3]]      # eval: the layers one by one
+    # eval: the convolution, the batch norm with its activation, the pool
+    assert model.steps == [(model[0],), (model[1], model[2]), (model[3],)]
     model.train()
     model[0].needs_input_grad = True                            # its input wants a gradient
     model(x)
-    assert model._cache == [model[0], model[1]]
+    assert model.steps == [(model[0],), (model[1], model[2], model[3])]
     strided = _first_block(stride=2, padding=1)
     strided(x)
-    assert len(strided._cache) == 2
+    assert len(strided.steps) == 2
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky"])
 @pytest.mark.parametrize("conv_kwargs", [dict(padding=1), dict(kernel_size=(2, 3), dilation=(2, 1))])
-def test_fused_first_block_equals_the_layers_one_by_one(act, conv_kwargs):
+def test_fused_first_block_equals_the_layers_one_by_one(act, conv_kwargs, monkeypatch):
     # float64, several training steps with plain SGD: the fused step against the unfused layers
     # (each of them gradient-checked and PyTorch-checked on its own).
     x = np.random.default_rng(6).standard_normal((3, 2, 9, 7)) * 2 + 1
@@ -185,12 +187,12 @@ def test_fused_first_block_equals_the_layers_one_by_one(act, conv_kwargs):
         model = _first_block(dtype=np.float64, act=fl.LeakyReLU(0.2) if act == "leaky" else None,
                              **dict(conv_kwargs))
         if not fused:
-            model[0].fuses_norm_pool = lambda *args: False
+            monkeypatch.setattr(ConvBlock, "applies", staticmethod(lambda *parts: False))
         opt = fl.SGD(model.parameters(), lr=0.1)
         outs = []
         for step in range(3):
             y = model(x)
-            steps = len(model._cache)
+            steps = len(model.steps)
             opt.zero_grad()
             assert model.backward(np.sin(y + step)) is None
             outs += [y] + [p.grad.copy() for p in model.parameters()]
@@ -216,7 +218,7 @@ def test_fused_first_block_matches_torch():
     for _ in range(2):
         x = (rng.random((8, 3, 10, 10)) * 3).astype(np.float32)
         y = model(x)
-        assert model._cache == [conv]
+        assert model.steps == [tuple(model)]
         ty = tmodel(torch.from_numpy(x))
         np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-4, atol=1e-4)
         g = rng.standard_normal(y.shape).astype(np.float32)

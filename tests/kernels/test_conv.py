@@ -5,16 +5,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kernels import conv as K
 
-# Every compiled piece the conv ops dispatch to: setting their threshold forces one build.
+# Every compiled piece the conv ops dispatch to (tests.conftest's ``build`` fixture forces the
+# build of these and every other kernel).
 _PIECES = (K._pad_into, K._upsample_pad_into, K._corr_s1, K._conv_general, K._wgrad_s1,
            K._wgrad_general)
-
-
-@pytest.fixture(params=["serial", "parallel"])
-def build(request, monkeypatch):
-    for piece in _PIECES:
-        monkeypatch.setattr(piece, "parallel_min", None if request.param == "serial" else 0)
-    return request.param
 
 
 @st.composite

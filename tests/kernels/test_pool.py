@@ -5,16 +5,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kernels import pool as P
 
-_KERNELS = (P.maxpool2d_forward, P.maxpool2d_backward, P.avgpool2d_forward, P.avgpool2d_backward)
-
-
-@pytest.fixture(params=["serial", "parallel"])
-def build(request, monkeypatch):
-    for k in _KERNELS:
-        monkeypatch.setattr(k, "parallel_min", None if request.param == "serial" else 0)
-    return request.param
-
-
 @st.composite
 def pool_cases(draw):
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))

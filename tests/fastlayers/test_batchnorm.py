@@ -4,10 +4,11 @@ import pytest
 
 from fastlayers import backend
 from fastlayers.activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from fastlayers.fused import NormActivation
 from fastlayers.gradcheck import gradcheck
 from fastlayers.linear import Linear
 from fastlayers.module import Sequential
-from fastlayers.normalization import BatchNorm, BatchNorm1d, BatchNorm2d
+from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
 
 
 def _random_affine(layer, seed=0):
@@ -267,7 +268,7 @@ def test_wrong_type_and_dtype():
     with pytest.raises(TypeError, match="float32 or float64"):
         layer(np.ones((4, 3), np.int64))
     with pytest.raises(TypeError, match="activation"):
-        layer(np.ones((4, 3), np.float32), activation=Linear(3, 3))
+        NormActivation(layer, Linear(3, 3))
     _unchanged(layer, before)
 
 
@@ -314,13 +315,14 @@ def test_bn_relu_maxpool_is_fused_in_training_only():
     layer, model = _bn_pool()
     x = np.random.default_rng(12).standard_normal((4, 3, 6, 6)).astype(np.float32)
     assert model(x).shape == (4, 3, 3, 3)
-    assert model._cache == [layer]              # one step: activation and pool folded in
+    assert model.steps == [tuple(model)]        # one step: activation and pool folded in
     model.eval()
     assert model(x).shape == (4, 3, 3, 3)
-    assert model._cache == [layer, model[2]]    # eval: running statistics, the pool on its own
+    # eval: running statistics, the pool on its own
+    assert model.steps == [(layer, model[1]), (model[2],)]
     _, model3 = _bn_pool(pool=3)
     model3(x)
-    assert len(model3._cache) == 2              # only 2x2 stride-2 pools fuse
+    assert len(model3.steps) == 2               # only 2x2 stride-2 pools fuse
 
 
 @pytest.mark.parametrize("act", [ReLU, lambda: LeakyReLU(0.1)])
@@ -328,7 +330,7 @@ def test_gradcheck_bn_relu_maxpool(act):
     _, model = _bn_pool(act, np.float64)
     x = np.random.default_rng(13).standard_normal((3, 3, 4, 5))
     result = gradcheck(model, x)
-    assert model._cache == [model[0]]
+    assert model.steps == [tuple(model)]
     assert result.ok, result
 
 

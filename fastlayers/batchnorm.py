@@ -2,22 +2,17 @@
 
 Each normalises every channel by its batch statistics in training and by running statistics in
 evaluation, then applies a learned per-channel scale and shift. Inside a :class:`Sequential`, a
-following ReLU or LeakyReLU is fused into the normalise pass and its derivative into the backward
-pass (other activations run after it through their own kernels). In training, BatchNorm2d, ReLU
-(or LeakyReLU) and MaxPool2d(2) in a row run as one step that never writes the full-size
-activation (see kernels/batchnorm.py).
+following ReLU or LeakyReLU (and a MaxPool2d(2) after it) runs in the same step: see
+:mod:`fastlayers.fused`.
 """
 import numpy as np
 
 from fastlayers import _checks, backend
 from fastlayers.module import Module, Parameter
-from fastlayers.pooling import MaxPool2d
 from kernels.activations import IDENTITY
-from kernels.batchnorm import FUSED_ACTS, negative_scale
 
 
 class _BatchNorm(Module):
-    fuses_activation = True
     _ndims = ()
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
@@ -53,33 +48,37 @@ class _BatchNorm(Module):
             self.running_var.fill(1)
             self.num_batches_tracked[...] = 0
 
-    def _dtype(self):
+    @property
+    def dtype(self):
         """The dtype inputs must have: the parameters' (or running statistics'), None if neither."""
         if self.weight is not None:
             return self.weight.dtype
         return self.running_mean.dtype if self.running_mean is not None else None
 
-    def _affine(self, dtype):
+    def uses_batch_stats(self):
+        """Whether a forward normalises with the batch's own statistics (training, or no running
+        statistics)."""
+        return self.training or self.running_mean is None
+
+    def affine_arrays(self, dtype):
+        """(gamma, beta), the per-channel scale and shift (ones and zeros when not ``affine``)."""
         if self.weight is not None:
             return self.weight.data, self.bias.data
         c = self.num_features
         return np.ones(c, dtype), np.zeros(c, dtype)
 
-    def _affine_grads(self, gamma):
+    def affine_grads(self, gamma):
         """The arrays a backward adds the scale and shift gradients into (scratch when not
         ``affine``)."""
         if self.weight is not None:
             return self.weight.grad_buffer(), self.bias.grad_buffer()
         return np.zeros_like(gamma), np.zeros_like(gamma)
 
-    def _batch_stats(self):
-        """Whether a forward normalises with the batch's own statistics."""
-        return self.training or self.running_mean is None
-
-    def _running_update(self, dtype):
-        """For a forward with batch statistics: counts the batch when training with running
-        statistics, and returns what the kernels take, (momentum factor, running_mean,
-        running_var), with zero-length arrays when the running statistics are not updated."""
+    def count_batch(self, dtype):
+        """For a forward with batch statistics, once its input is checked: counts the batch when
+        training with running statistics, and returns what the kernels take, (momentum factor,
+        running_mean, running_var), with zero-length arrays when the running statistics are not
+        updated."""
         if self.training and self.track_running_stats:
             self.num_batches_tracked[...] += 1
             n = int(self.num_batches_tracked)
@@ -87,81 +86,56 @@ class _BatchNorm(Module):
             return factor, self.running_mean, self.running_var
         return 0.0, np.empty(0, dtype), np.empty(0, dtype)
 
-    def _check_batch(self, shape, owner):
-        """A batch-statistics forward needs more than one value per channel (input ``shape``)."""
-        if self._batch_stats() and int(np.prod(shape)) // self.num_features <= 1:
-            raise ValueError(f"{owner}: Expected more than 1 value per channel when training, "
-                             f"got input size {tuple(shape)}")
+    def check_batch(self, shape):
+        """ValueError if a batch-statistics forward of an input of ``shape`` would see only one
+        value per channel."""
+        if self.uses_batch_stats() and int(np.prod(shape)) // self.num_features <= 1:
+            raise ValueError(f"{type(self).__name__}: Expected more than 1 value per channel when "
+                             f"training, got input size {tuple(shape)}")
 
-    def fuses_pool(self, activation, pool):
-        """Whether ``self, activation, pool`` can run as one fused step (see the module docstring):
-        a 4-D layer using batch statistics, a ReLU, LeakyReLU (slope >= 0) or no-op activation, and
-        a 2x2 max pool with stride 2 and no padding."""
-        act = getattr(activation, "act", None)
-        return (self._ndims == (4,) and self._batch_stats() and act in FUSED_ACTS
-                and negative_scale(act, getattr(activation, "slope", 0.0)) >= 0
-                and type(pool) is MaxPool2d and pool.kernel_size == (2, 2)
-                and pool.stride == (2, 2) and pool.padding == (0, 0))
-
-    def forward(self, x, activation=None, pool=None):
-        """Normalise ``x``; ``activation`` (a module with ``act`` and ``slope``, e.g. a ReLU) is
-        applied to the result, fused when it is ReLU or LeakyReLU; ``pool``, a MaxPool2d(2) for
-        which :meth:`fuses_pool` holds, then pools it in the same step."""
+    def check_input(self, x):
+        """``x`` checked (dtype, dimensions, channels) and C-contiguous."""
         owner = type(self).__name__
-        x = _checks.float_array(x, "input", ndim=self._ndims, dtype=self._dtype(), owner=owner)
+        x = _checks.float_array(x, "input", ndim=self._ndims, dtype=self.dtype, owner=owner)
         _checks.dim_size(x, 1, self.num_features, what="channels", owner=owner)
-        act, slope = IDENTITY, 0.0
-        if activation is not None:
-            act, slope = getattr(activation, "act", None), getattr(activation, "slope", 0.0)
-            if act is None:
-                raise TypeError(f"{owner}: activation must be an elementwise activation module "
-                                f"(with an act code), got {type(activation).__name__}")
-        if pool is not None:
-            if not self.fuses_pool(activation, pool):
-                raise ValueError(f"{owner}: cannot fuse {pool!r} after {activation!r} "
-                                 f"(see fuses_pool)")
-            x = pool._check_input(x)
-        batch_stats = self._batch_stats()
-        self._check_batch(x.shape, owner)
+        return x
+
+    def normalize(self, x, act=IDENTITY, slope=0.0):
+        """Normalise ``x`` (checked by :meth:`check_input`) and apply the activation ``act`` (a
+        code of ``kernels.batchnorm.FUSED_ACTS``) in the same pass; updates the running statistics
+        when training. Returns the output and what :meth:`normalize_backward` needs."""
+        self.check_batch(x.shape)
         ops = backend.ops()
-        fused = act in FUSED_ACTS
-        kact = act if fused else IDENTITY
-        gamma, beta = self._affine(x.dtype)
-        idx = None
+        gamma, beta = self.affine_arrays(x.dtype)
+        batch_stats = self.uses_batch_stats()
         if batch_stats:
-            factor, rm, rv = self._running_update(x.dtype)
-            if pool is not None:
-                y, idx, mean, invstd = ops.batchnorm_maxpool_train_forward(
-                    x, gamma, beta, rm, rv, factor, self.eps, kact, slope)
-            else:
-                y, mean, invstd = ops.batchnorm_train_forward(x, gamma, beta, rm, rv, factor,
-                                                              self.eps, kact, slope)
+            factor, rm, rv = self.count_batch(x.dtype)
+            y, mean, invstd = ops.batchnorm_train_forward(x, gamma, beta, rm, rv, factor, self.eps,
+                                                          act, slope)
         else:
             y, mean, invstd = ops.batchnorm_eval_forward(x, gamma, beta, self.running_mean,
-                                                         self.running_var, self.eps, kact, slope)
-        out = y if fused else ops.activation_forward(y, act, slope)
-        self._cache = (x, y, out, mean, invstd, act, slope, batch_stats, idx)
-        return out
+                                                         self.running_var, self.eps, act, slope)
+        return y, (x, y, mean, invstd, act, slope, batch_stats)
+
+    def normalize_backward(self, saved, grad_output):
+        """The input gradient (None unless ``needs_input_grad``) of a :meth:`normalize` call that
+        returned ``saved``; adds the scale and shift gradients."""
+        owner = type(self).__name__
+        x, y, mean, invstd, act, slope, batch_stats = saved
+        g = _checks.float_array(grad_output, "grad_output", dtype=x.dtype, owner=owner)
+        if g.shape != y.shape:
+            raise ValueError(f"{owner}: grad_output must have shape {y.shape}, got {g.shape}")
+        gamma, _ = self.affine_arrays(x.dtype)
+        dgamma, dbeta = self.affine_grads(gamma)
+        return backend.ops().batchnorm_backward(g, x, y, gamma, mean, invstd, act, slope,
+                                                batch_stats, dgamma, dbeta, self.needs_input_grad)
+
+    def forward(self, x):
+        y, self._cache = self.normalize(self.check_input(x))
+        return y
 
     def backward(self, grad_output):
-        owner = type(self).__name__
-        x, y, out, mean, invstd, act, slope, batch_stats, idx = self._saved()
-        g = _checks.float_array(grad_output, "grad_output", dtype=x.dtype, owner=owner)
-        if g.shape != out.shape:
-            raise ValueError(f"{owner}: grad_output must have shape {out.shape}, got {g.shape}")
-        ops = backend.ops()
-        if act not in FUSED_ACTS:
-            g = ops.activation_backward(g, out, act, slope)
-            act, slope = IDENTITY, 0.0
-        gamma, _ = self._affine(x.dtype)
-        dgamma, dbeta = self._affine_grads(gamma)
-        if idx is not None:
-            dx = ops.batchnorm_maxpool_backward(g, idx, y, x, gamma, mean, invstd, act, slope,
-                                                dgamma, dbeta, self.needs_input_grad)
-        else:
-            dx = ops.batchnorm_backward(g, x, y, gamma, mean, invstd, act, slope, batch_stats,
-                                        dgamma, dbeta, self.needs_input_grad)
-        return self._release(dx)
+        return self._release(self.normalize_backward(self._saved(), grad_output))
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum}, "

@@ -1,0 +1,223 @@
+"""Fused steps: layers of a :class:`~fastlayers.Sequential` that run as one, and the rule that
+builds them.
+
+A Sequential asks :func:`plan` for the steps of each forward. Where one of these patterns starts,
+its layers run as one step whose kernels make fewer passes over memory; every other layer is a step
+of its own. Results are those of the layers run one after the other, up to float rounding.
+
+``LinearActivation``: Linear, then ReLU, LeakyReLU, Sigmoid or Tanh.
+    The bias and the activation are one pass after the GEMM; on the way back the activation's
+    derivative and the bias gradient are one pass (kernels/linear.py).
+``NormActivation``: BatchNorm1d, BatchNorm2d or BatchNorm, then ReLU or LeakyReLU.
+    The activation is applied in the normalise pass and its derivative in the backward pass. Only
+    activations of the form "z if z > 0 else s z" fold into those passes; Sigmoid and Tanh after a
+    batch norm run as steps of their own.
+``NormActivationPool``: BatchNorm2d using batch statistics (training), ReLU or LeakyReLU with a
+    slope >= 0, then MaxPool2d(2) (2x2, stride 2, no padding).
+    The full-size activation is never written to memory (kernels/batchnorm_pool.py). The activation
+    must be non-decreasing so that pooling its output picks the input that pooling before it would.
+    With running statistics (eval) the batch norm and activation fuse and the pool runs on its own.
+``ConvBlock``: Conv2d whose input needs no gradient (``needs_input_grad`` False: a network's first
+    layer, as the training engine sets it), stride 1, at most ``CONV_BLOCK_MAX_TAPS`` input values
+    under the kernel, followed by a ``NormActivationPool`` pattern whose BatchNorm2d has the
+    convolution's output channels and dtype.
+    The convolution's output is never written, in either direction (kernels/convbn.py). The
+    backward gives no input gradient, hence the first layer only; the kernel's layout assumes
+    stride 1.
+
+A fused step owns its validation and its cache, and reaches the layers it replaces only through
+their public attributes and methods; their own caches are left alone. A Sequential builds new
+steps at every forward, so a forward that fails leaves the steps (and caches) of the last good one.
+"""
+from fastlayers import _checks, backend
+from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
+from fastlayers.conv import Conv2d
+from fastlayers.linear import Linear
+from fastlayers.module import Module
+from fastlayers.pooling import MaxPool2d
+from kernels.batchnorm import FUSED_ACTS, negative_scale
+
+# The fused first block's statistics pass costs K (K + 1) / 2 products a position for K input values
+# under the kernel (C KH KW): 27 admits a 3x3 kernel over 3 channels.
+CONV_BLOCK_MAX_TAPS = 27
+
+
+def _act(activation, owner):
+    """(act code, slope) of an elementwise activation module; TypeError for any other module."""
+    act = getattr(activation, "act", None)
+    if act is None:
+        raise TypeError(f"{owner}: activation must be an elementwise activation module (with an "
+                        f"act code), got {type(activation).__name__}")
+    return act, getattr(activation, "slope", 0.0)
+
+
+def _pools_2x2(pool):
+    return (type(pool) is MaxPool2d and pool.kernel_size == (2, 2) and pool.stride == (2, 2)
+            and pool.padding == (0, 0))
+
+
+class FusedStep(Module):
+    """A step that runs ``parts``, consecutive modules of a Sequential, as one.
+
+    Subclasses give ``applies(*parts)``, the rule under which :func:`plan` builds them, and check
+    in their constructor that the activation among ``parts`` is an elementwise one.
+    """
+
+    def __init__(self, *parts):
+        super().__init__()
+        object.__setattr__(self, "parts", parts)    # a tuple: the parts stay their Sequential's
+
+    def extra_repr(self):
+        return ", ".join(repr(p) for p in self.parts)
+
+
+class LinearActivation(FusedStep):
+    """Linear, then an elementwise activation, in the Linear's kernels."""
+
+    def __init__(self, linear, activation):
+        _act(activation, "Linear")
+        super().__init__(linear, activation)
+
+    @staticmethod
+    def applies(linear, activation):
+        return isinstance(linear, Linear) and getattr(activation, "act", None) is not None
+
+    def forward(self, x):
+        linear, activation = self.parts
+        y, self._cache = linear.affine(x, *_act(activation, "Linear"))
+        return y
+
+    def backward(self, grad_output):
+        return self._release(self.parts[0].affine_backward(self._saved(), grad_output))
+
+
+class NormActivation(FusedStep):
+    """A batch norm, then ReLU or LeakyReLU, in the batch norm's kernels."""
+
+    def __init__(self, norm, activation):
+        _act(activation, type(norm).__name__)
+        super().__init__(norm, activation)
+
+    @staticmethod
+    def applies(norm, activation):
+        return (isinstance(norm, (BatchNorm1d, BatchNorm2d, BatchNorm))
+                and getattr(activation, "act", None) in FUSED_ACTS)
+
+    def forward(self, x):
+        norm, activation = self.parts
+        y, self._cache = norm.normalize(norm.check_input(x),
+                                        *_act(activation, type(norm).__name__))
+        return y
+
+    def backward(self, grad_output):
+        return self._release(self.parts[0].normalize_backward(self._saved(), grad_output))
+
+
+class NormActivationPool(FusedStep):
+    """BatchNorm2d with batch statistics, ReLU or LeakyReLU and MaxPool2d(2) as one step."""
+
+    def __init__(self, norm, activation, pool):
+        _act(activation, type(norm).__name__)
+        super().__init__(norm, activation, pool)
+
+    @staticmethod
+    def applies(norm, activation, pool):
+        act = getattr(activation, "act", None)
+        return (isinstance(norm, BatchNorm2d) and norm.uses_batch_stats() and act in FUSED_ACTS
+                and negative_scale(act, getattr(activation, "slope", 0.0)) >= 0
+                and _pools_2x2(pool))
+
+    def forward(self, x):
+        norm, activation, pool = self.parts
+        act, slope = _act(activation, type(norm).__name__)
+        x = norm.check_input(x)
+        pool.check_shape(x.shape)
+        norm.check_batch(x.shape)
+        factor, rm, rv = norm.count_batch(x.dtype)
+        gamma, beta = norm.affine_arrays(x.dtype)
+        pooled, idx, mean, invstd = backend.ops().batchnorm_maxpool_train_forward(
+            x, gamma, beta, rm, rv, factor, norm.eps, act, slope)
+        self._cache = (x, pooled, idx, mean, invstd, act, slope)
+        return pooled
+
+    def backward(self, grad_output):
+        norm = self.parts[0]
+        x, pooled, idx, mean, invstd, act, slope = self._saved()
+        g = _check_grad(grad_output, x.dtype, pooled.shape, type(norm).__name__)
+        gamma, _ = norm.affine_arrays(x.dtype)
+        dgamma, dbeta = norm.affine_grads(gamma)
+        dx = backend.ops().batchnorm_maxpool_backward(g, idx, pooled, x, gamma, mean, invstd, act,
+                                                      slope, dgamma, dbeta, norm.needs_input_grad)
+        return self._release(dx)
+
+
+class ConvBlock(FusedStep):
+    """A first layer's Conv2d, BatchNorm2d with batch statistics, ReLU or LeakyReLU and
+    MaxPool2d(2) as one step; the backward returns None (no input gradient)."""
+
+    def __init__(self, conv, norm, activation, pool):
+        _act(activation, "Conv2d")
+        super().__init__(conv, norm, activation, pool)
+
+    @staticmethod
+    def applies(conv, norm, activation, pool):
+        return (isinstance(conv, Conv2d) and not conv.needs_input_grad and conv.stride == (1, 1)
+                and conv.weight.data[0].size <= CONV_BLOCK_MAX_TAPS
+                and NormActivationPool.applies(norm, activation, pool)
+                and norm.num_features == conv.out_channels and norm.dtype == conv.weight.dtype)
+
+    def forward(self, x):
+        conv, norm, activation, pool = self.parts
+        act, slope = _act(activation, "Conv2d")
+        x, shape = conv.check_input(x)
+        pool.check_shape(shape)
+        norm.check_batch(shape)
+        factor, rm, rv = norm.count_batch(x.dtype)
+        gamma, beta = norm.affine_arrays(x.dtype)
+        b = conv.bias.data if conv.bias is not None else None
+        pooled, idx, mean, invstd, saved = backend.ops().conv_bn_maxpool_train_forward(
+            x, conv.weight.data, b, conv.padding, conv.dilation, gamma, beta, rm, rv, factor,
+            norm.eps, act, slope)
+        self._cache = (x.dtype, pooled, idx, mean, invstd, saved, act, slope)
+        return pooled
+
+    def backward(self, grad_output):
+        conv, norm = self.parts[:2]
+        dtype, pooled, idx, mean, invstd, saved, act, slope = self._saved()
+        g = _check_grad(grad_output, dtype, pooled.shape, "Conv2d")
+        gamma, _ = norm.affine_arrays(dtype)
+        dgamma, dbeta = norm.affine_grads(gamma)
+        db = conv.bias.grad_buffer() if conv.bias is not None else None
+        backend.ops().conv_bn_maxpool_backward(g, idx, pooled, saved, conv.weight.data, gamma,
+                                               mean, invstd, act, slope, conv.weight.grad_buffer(),
+                                               db, dgamma, dbeta)
+        return self._release(None)
+
+
+def _check_grad(grad_output, dtype, shape, owner):
+    g = _checks.float_array(grad_output, "grad_output", dtype=dtype, owner=owner)
+    if g.shape != shape:
+        raise ValueError(f"{owner}: grad_output must have shape {shape}, got {g.shape}")
+    return g
+
+
+# The patterns, longest first: at each position the first that applies takes its modules.
+PATTERNS = ((4, ConvBlock), (3, NormActivationPool), (2, LinearActivation), (2, NormActivation))
+
+
+def plan(modules):
+    """The steps that run ``modules`` (a Sequential's, in order): a :class:`FusedStep` where a
+    pattern applies, the module itself elsewhere."""
+    steps = []
+    i = 0
+    while i < len(modules):
+        for size, cls in PATTERNS:
+            parts = modules[i:i + size]
+            if len(parts) == size and cls.applies(*parts):
+                steps.append(cls(*parts))
+                i += size
+                break
+        else:
+            steps.append(modules[i])
+            i += 1
+    return steps
