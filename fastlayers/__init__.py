@@ -22,6 +22,7 @@ from fastlayers.clip import clip_grad_norm_, clip_grad_value_
 from fastlayers.conv import Conv2d, SimpleConv
 from fastlayers.data import DataLoader, load_dataset
 from fastlayers.dropout import Dropout, Dropout2d
+from fastlayers.grad_mode import is_grad_enabled, no_grad, set_grad_enabled
 from fastlayers.gradcheck import gradcheck
 from fastlayers.linear import Flatten, Identity, Linear
 from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntropyLoss, MSELoss,
@@ -67,6 +68,9 @@ __all__ = [
     "get_blas_threads",
     "get_num_threads",
     "gradcheck",
+    "is_grad_enabled",
+    "no_grad",
+    "set_grad_enabled",
     "Identity",
     "keep_freed_memory",
     "LeakyReLU",

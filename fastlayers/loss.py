@@ -8,7 +8,8 @@ scalar ``grad_output``). ``reduction`` is ``"mean"`` (default) or ``"sum"``.
 import numpy as np
 
 from fastlayers import _checks, backend
-from fastlayers.module import Module
+from fastlayers.grad_mode import is_grad_enabled
+from fastlayers.module import _NO_GRAD, Module
 from kernels.softmax import MEAN, SUM
 
 _REDUCTIONS = {"mean": MEAN, "sum": SUM}
@@ -44,9 +45,11 @@ class _Loss(Module):
                              + (" (use BCEWithLogitsLoss on unnormalised scores)"
                                 if name == "input" else ""))
 
-    def _finish(self, loss, grad):
-        self._cache = grad
-        if grad.size == 0 and self.reduction == "mean":
+    def _finish(self, loss, grad, size):
+        """The loss as a float; ``grad`` (None under no_grad) is kept for the backward; ``size`` is
+        the input's number of elements."""
+        self._cache = grad if grad is not None else _NO_GRAD
+        if size == 0 and self.reduction == "mean":
             return float("nan")         # the mean of no values, as PyTorch
         return float(loss)
 
@@ -66,7 +69,8 @@ class MSELoss(_Loss):
     def forward(self, input, target):
         x = self._input(input)
         t = self._float_target(x, target)
-        return self._finish(*backend.ops().mse_forward(x, t, _REDUCTIONS[self.reduction], True))
+        return self._finish(*backend.ops().mse_forward(x, t, _REDUCTIONS[self.reduction],
+                                                       is_grad_enabled()), x.size)
 
 
 class BCELoss(_Loss):
@@ -77,7 +81,8 @@ class BCELoss(_Loss):
         t = self._float_target(x, target)
         self._probabilities(x, "input")
         self._probabilities(t, "target")
-        return self._finish(*backend.ops().bce_forward(x, t, _REDUCTIONS[self.reduction], True))
+        return self._finish(*backend.ops().bce_forward(x, t, _REDUCTIONS[self.reduction],
+                                                       is_grad_enabled()), x.size)
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -87,7 +92,7 @@ class BCEWithLogitsLoss(_Loss):
         x = self._input(input)
         t = self._float_target(x, target)
         return self._finish(*backend.ops().bce_logits_forward(x, t, _REDUCTIONS[self.reduction],
-                                                              True))
+                                                              is_grad_enabled()), x.size)
 
 
 class CrossEntropyLoss(_Loss):
@@ -102,9 +107,11 @@ class CrossEntropyLoss(_Loss):
         red = _REDUCTIONS[self.reduction]
         if _float_probabilities(target, x):
             t = self._float_target(x, target)
-            return self._finish(*backend.ops().cross_entropy_probs_forward(x, t, red, True))
+            return self._finish(*backend.ops().cross_entropy_probs_forward(
+                x, t, red, is_grad_enabled()), x.size)
         labels = _checks.class_labels(target, x.shape[0], x.shape[1], type(self).__name__)
-        return self._finish(*backend.ops().cross_entropy_forward(x, labels, red, True))
+        return self._finish(*backend.ops().cross_entropy_forward(x, labels, red,
+                                                                 is_grad_enabled()), x.size)
 
 
 class NLLLoss(_Loss):
@@ -114,7 +121,8 @@ class NLLLoss(_Loss):
     def forward(self, input, target):
         x = self._input(input, ndim=2)
         labels = _checks.class_labels(target, x.shape[0], x.shape[1], type(self).__name__)
-        return self._finish(*backend.ops().nll_forward(x, labels, _REDUCTIONS[self.reduction], True))
+        return self._finish(*backend.ops().nll_forward(x, labels, _REDUCTIONS[self.reduction],
+                                                       is_grad_enabled()), x.size)
 
 
 class CrossEntropy(_Loss):
@@ -144,8 +152,10 @@ class CrossEntropy(_Loss):
         else:
             labels = _checks.class_labels(target, p.shape[0], p.shape[1], type(self).__name__)
             loss, glogp = backend.ops().nll_forward(logp, labels, red, True)
+        if not is_grad_enabled():
+            return self._finish(loss, None, p.size)
         # d log(max(p, eps)) / dp = 1/p where p > eps, else 0.
-        return self._finish(loss, np.where(p > self.eps, glogp / clipped, p.dtype.type(0)))
+        return self._finish(loss, np.where(p > self.eps, glogp / clipped, p.dtype.type(0)), p.size)
 
     def extra_repr(self):
         return f"eps={self.eps:g}, reduction={self.reduction!r}"

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from fastlayers import _checks, random
+from fastlayers import _checks, grad_mode, random
 
 
 class Parameter:
@@ -83,8 +83,10 @@ class Parameter:
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
-# What a module's ``_cache`` holds once a backward has used it (None: no forward yet).
+# What a module's ``_cache`` holds once a backward has used it (None: no forward yet), and after a
+# forward under fastlayers.no_grad().
 _USED = "used by backward"
+_NO_GRAD = "kept nothing (no_grad)"
 
 
 class Module:
@@ -162,7 +164,10 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define backward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        out = self.forward(*args, **kwargs)
+        if not grad_mode._state["enabled"]:       # fastlayers.no_grad(): keep nothing
+            object.__setattr__(self, "_cache", _NO_GRAD)
+        return out
 
     def __init_subclass__(cls, **kwargs):
         """A subclass's ``backward`` marks what its forward saved as used once it returns, so a
@@ -199,6 +204,10 @@ class Module:
         cache = self.__dict__.get("_cache")
         if cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
+        if cache is _NO_GRAD:
+            raise RuntimeError(f"{type(self).__name__}.backward(): the last forward ran under "
+                               f"fastlayers.no_grad() and kept nothing for a backward; run the "
+                               f"forward again outside no_grad")
         if cache is _USED:
             raise RuntimeError(f"{type(self).__name__}.backward() called a second time after one "
                                f"forward(): gradients would be added twice (PyTorch: \"Trying to "
@@ -388,13 +397,16 @@ class Sequential(Module):
         from fastlayers import fused     # fused builds on the layer modules, which import this one
         steps = fused.plan(list(self._modules.values()))
         undo = self._undo_log()
+        keep = grad_mode._state["enabled"]
         try:
             for step in steps:
                 x = step.forward(x)
+                if not keep:        # no_grad: each step's cache goes as soon as the step is done
+                    object.__setattr__(step, "_cache", _NO_GRAD)
         except BaseException:
             _undo(undo)
             raise
-        object.__setattr__(self, "_cache", steps)
+        object.__setattr__(self, "_cache", steps if keep else _NO_GRAD)
         object.__setattr__(self, "_steps", steps)
         return x
 

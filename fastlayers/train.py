@@ -9,6 +9,7 @@ import numpy as np
 
 from fastlayers.backend import get_backend, use_backend
 from fastlayers.clip import clip_grad_norm_
+from fastlayers.grad_mode import no_grad
 from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, RMSprop, lr_scheduler
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW,
@@ -60,7 +61,7 @@ class Engine:
         return loss
 
     def predict(self, x):
-        with use_backend(self.backend):
+        with use_backend(self.backend), no_grad():
             return self.model(x).argmax(axis=1)
 
     def train(self, mode):
