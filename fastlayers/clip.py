@@ -10,7 +10,7 @@ from fastlayers.module import Parameter
 
 
 def _grads(parameters, owner):
-    """The gradients (flat views) of ``parameters``, grouped by dtype; a None gradient is left out."""
+    """The gradients (flat views) of ``parameters``, grouped by dtype; None gradients left out."""
     if isinstance(parameters, Parameter):
         parameters = [parameters]
     params = list(parameters)

@@ -99,7 +99,8 @@ def make_parser():
                         "optimizer's (0, and 0.01 for adamw)")
     p.add_argument("--lr-schedule", choices=list(SCHEDULES), default="none",
                    help="none (default); cosine: from --lr to 0; onecycle: up to --lr and down "
-                        "(with momentum cycling); step: lr x0.1 after each third; stepped every batch")
+                        "(with momentum cycling); step: lr x0.1 after each third; stepped every "
+                        "batch")
     p.add_argument("--clip-grad", type=POSITIVE_FLOAT, default=None, metavar="MAX_NORM",
                    help="clip the gradients' total 2-norm to MAX_NORM before every step")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=None,
@@ -128,8 +129,8 @@ def make_parser():
                    help="write the trained model's state dict here (safetensors; loads into the "
                         "PyTorch twin with safetensors.torch.load_file)")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
-                   help="write a checkpoint here after every epoch (model, optimizer, random state, "
-                        "results so far), atomically")
+                   help="write a checkpoint here after every epoch (model, optimizer, random "
+                        "state, results so far), atomically")
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue the run a --checkpoint file left, exactly (same settings; "
                         "--epochs is the total)")
@@ -406,7 +407,8 @@ def _resume(args, model, optimizer, scheduler, fastlayers_results, out):
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "fastlayers-mnist checkpoint":
         raise ValueError(f"--resume {args.resume}: not a checkpoint written by --checkpoint")
     saved = ckpt["config"]
-    keys = _RESUME_KEYS + (("epochs",) if args.lr_schedule != "none" else ())  # the schedule's length
+    # a schedule's length is the run's: with one, --epochs must match too
+    keys = _RESUME_KEYS + (("epochs",) if args.lr_schedule != "none" else ())
     differ = [f"{k} {saved.get(k)!r} in the checkpoint, {getattr(args, k)!r} now"
               for k in keys if saved.get(k) != getattr(args, k)]
     if differ:
@@ -474,7 +476,8 @@ def _summary(args, dataset, r, compile_s):
         ("dataset", f"{dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_test)} test"),
         ("optimizer", f"{args.optimizer}, lr {args.lr:g}"
                       + ("" if args.lr_schedule == "none" else f" ({args.lr_schedule} schedule)")
-                      + ("" if args.clip_grad is None else f", gradients clipped to {args.clip_grad:g}")
+                      + ("" if args.clip_grad is None
+                         else f", gradients clipped to {args.clip_grad:g}")
                       + f", batch {args.batch_size}"),
         ("epochs", f"{len(epochs)} of {args.epochs}"),
         ("training time", f"{r['total_train_s']:.2f} s in all, median epoch "

@@ -114,8 +114,9 @@ def _encode(obj, where, tensors):
     if isinstance(obj, numbers.Real):
         value = float(obj)
         return value if math.isfinite(value) else {"float": repr(value)}
-    raise TypeError(f"save: cannot save {type(obj).__name__} at {where or 'the top level'} (arrays, "
-                    f"numbers, strings, booleans, None, and dicts, lists and tuples of them)")
+    raise TypeError(f"save: cannot save {type(obj).__name__} at {where or 'the top level'} "
+                    f"(arrays, numbers, strings, booleans, None, and dicts, lists and tuples of "
+                    f"them)")
 
 
 def _decode(node, tensors):
