@@ -26,7 +26,7 @@ class _Elementwise(Module):
         g = _checks.float_array(grad_output, "grad_output", dtype=y.dtype,
                                 owner=type(self).__name__)
         _checks.same_shape(y, g, type(self).__name__, "grad_output", "output")
-        return self._release(backend.ops().activation_backward(g, y, self.act, self.slope))
+        return backend.ops().activation_backward(g, y, self.act, self.slope)
 
 
 class ReLU(_Elementwise):
@@ -98,7 +98,7 @@ class _RowWise(Module):
             raise ValueError(f"{type(self).__name__}: grad_output shape {g.shape} does not match "
                              f"the output")
         dx = getattr(backend.ops(), self._bwd)(self._rows(g, axis)[0], y)
-        return self._release(np.ascontiguousarray(np.moveaxis(dx.reshape(moved), -1, axis)))
+        return np.ascontiguousarray(np.moveaxis(dx.reshape(moved), -1, axis))
 
     def extra_repr(self):
         return f"dim={self.dim}"

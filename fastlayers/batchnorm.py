@@ -135,7 +135,7 @@ class _BatchNorm(Module):
         return y
 
     def backward(self, grad_output):
-        return self._release(self.normalize_backward(self._saved(), grad_output))
+        return self.normalize_backward(self._saved(), grad_output)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum}, "

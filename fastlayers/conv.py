@@ -119,7 +119,7 @@ class Conv2d(Module):
         if self.needs_input_grad:
             dx = ops.conv2d_backward_input(g, self.weight.data, x.shape, self.stride, self.padding,
                                            self.dilation)
-        return self._release(dx)
+        return dx
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -175,7 +175,7 @@ class SimpleConv(Module):
         dx = self.conv.backward(g.reshape((-1, 1) + g.shape[-2:]))
         if dx is not None:
             dx = dx.reshape(dx.shape[2:]) if ndim == 2 else dx[:, 0]
-        return self._release(dx)
+        return dx
 
     def extra_repr(self):
         return f"kernel_size={self.conv.kernel_size}"

@@ -42,7 +42,7 @@ class _DropoutBase(Module):
             raise ValueError(f"{owner}: grad_output must have shape {shape}, got {g.shape}")
         if mask is not None:
             g = getattr(backend.ops(), self._bwd)(self._rows(g), mask, self.p).reshape(shape)
-        return self._release(g)
+        return g
 
     def extra_repr(self):
         return f"p={self.p:g}"

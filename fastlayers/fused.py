@@ -88,7 +88,7 @@ class LinearActivation(FusedStep):
         return y
 
     def backward(self, grad_output):
-        return self._release(self.parts[0].affine_backward(self._saved(), grad_output))
+        return self.parts[0].affine_backward(self._saved(), grad_output)
 
 
 class NormActivation(FusedStep):
@@ -110,7 +110,7 @@ class NormActivation(FusedStep):
         return y
 
     def backward(self, grad_output):
-        return self._release(self.parts[0].normalize_backward(self._saved(), grad_output))
+        return self.parts[0].normalize_backward(self._saved(), grad_output)
 
 
 class NormActivationPool(FusedStep):
@@ -148,7 +148,7 @@ class NormActivationPool(FusedStep):
         dgamma, dbeta = norm.affine_grads(gamma)
         dx = backend.ops().batchnorm_maxpool_backward(g, idx, pooled, x, gamma, mean, invstd, act,
                                                       slope, dgamma, dbeta, norm.needs_input_grad)
-        return self._release(dx)
+        return dx
 
 
 class ConvBlock(FusedStep):
@@ -191,7 +191,7 @@ class ConvBlock(FusedStep):
         backend.ops().conv_bn_maxpool_backward(g, idx, pooled, saved, conv.weight.data, gamma,
                                                mean, invstd, act, slope, conv.weight.grad_buffer(),
                                                db, dgamma, dbeta)
-        return self._release(None)
+        return None
 
 
 def _check_grad(grad_output, dtype, shape, owner):

@@ -75,7 +75,7 @@ class Linear(Module):
         return y
 
     def backward(self, grad_output):
-        return self._release(self.affine_backward(self._saved(), grad_output))
+        return self.affine_backward(self._saved(), grad_output)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -91,7 +91,7 @@ class Identity(Module):
 
     def backward(self, grad_output):
         self._saved()
-        return self._release(grad_output)
+        return grad_output
 
 
 class Flatten(Module):
@@ -124,7 +124,7 @@ class Flatten(Module):
         if grad_output.shape != out_shape:
             raise ValueError(f"Flatten: grad_output must have the output's shape {out_shape}, got "
                              f"{grad_output.shape}")
-        return self._release(grad_output.reshape(shape))
+        return grad_output.reshape(shape)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -57,7 +57,7 @@ class _Loss(Module):
         """d(loss)/d(input), times ``grad_output`` (a finite real number)."""
         g = self._saved()
         scale = _checks.real("grad_output", grad_output)
-        return self._release(g if scale == 1.0 else g * g.dtype.type(scale))
+        return g if scale == 1.0 else g * g.dtype.type(scale)
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}"

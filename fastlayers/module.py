@@ -214,12 +214,6 @@ class Module:
                                f"backward through the graph a second time\"); run forward() again")
         return cache
 
-    def _release(self, result):
-        """Mark the forward's cache used (and free it); returns ``result``. A backward calls this
-        last, once nothing can fail any more."""
-        object.__setattr__(self, "_cache", _USED)
-        return result
-
     # ------------------------------------------------------------------------------------ traversal
 
     def named_modules(self, prefix=""):
@@ -438,7 +432,7 @@ class Sequential(Module):
             g = m.backward(g)
             if g is None:
                 break
-        return self._release(g)
+        return g
 
 
 def _undo(log):

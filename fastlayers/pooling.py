@@ -76,7 +76,7 @@ class MaxPool2d(_Pool2d):
     def backward(self, grad_output):
         idx, x_shape, dtype = self._saved()
         g = self._check_grad(grad_output, dtype, x_shape)
-        return self._release(backend.ops().maxpool2d_backward(g, idx, x_shape))
+        return backend.ops().maxpool2d_backward(g, idx, x_shape)
 
 
 class AvgPool2d(_Pool2d):
@@ -100,5 +100,5 @@ class AvgPool2d(_Pool2d):
     def backward(self, grad_output):
         x_shape, dtype = self._saved()
         g = self._check_grad(grad_output, dtype, x_shape)
-        return self._release(backend.ops().avgpool2d_backward(g, x_shape, self.kernel_size,
-                                                              self.stride, self.padding))
+        return backend.ops().avgpool2d_backward(g, x_shape, self.kernel_size,
+                                                self.stride, self.padding)
