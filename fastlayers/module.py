@@ -81,6 +81,15 @@ class Parameter:
         return f"Parameter(shape={self._data.shape}, dtype={self._data.dtype})"
 
 
+def zero_grads(params, set_to_none):
+    """Zero the gradients of ``params``, or set them to None (Module's and Optimizer's zero_grad)."""
+    for p in params:
+        if set_to_none:
+            p.grad = None
+        elif p.grad is not None:
+            p.grad.fill(0)
+
+
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 # What a module's ``_cache`` holds once a backward has used it (None: no forward yet), and after a
@@ -275,11 +284,7 @@ class Module:
     def zero_grad(self, set_to_none=False):
         """Set every parameter's gradient to zero, or to None with ``set_to_none`` (PyTorch's
         default is True; filling keeps the arrays, which the next backward reuses)."""
-        for p in self.parameters():
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.fill(0)
+        zero_grads(self.parameters(), set_to_none)
 
     def state_dict(self):
         """A dict of copies of every parameter and buffer, by dotted name."""

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from fastlayers import _checks, backend
-from fastlayers.module import Parameter
+from fastlayers.module import Parameter, zero_grads
 
 
 def _lr(name, lr):
@@ -191,12 +191,7 @@ class Optimizer:
     def zero_grad(self, set_to_none=False):
         """Zero every parameter's gradient, or set it to None with ``set_to_none`` (PyTorch's
         default is True; filling keeps the arrays, which the next backward reuses)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if set_to_none:
-                    p.grad = None
-                elif p.grad is not None:
-                    p.grad.fill(0)
+        zero_grads((p for g in self.param_groups for p in g["params"]), set_to_none)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient. ``closure``, if given, is called first (it
