@@ -74,6 +74,13 @@ def class_labels(target, n, num_classes, owner):
     return np.ascontiguousarray(target, dtype=np.int64)
 
 
+def boolean(name, value):
+    """``value`` if it is True or False (not 0, 1 or None)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
 def integer(name, value, minimum=0):
     """An int >= ``minimum`` (bools are rejected)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -23,11 +23,8 @@ class _BatchNorm(Module):
         if momentum is not None:
             momentum = _checks.real("momentum", momentum, low=0.0, high=1.0)
         self.momentum = momentum
-        for name, flag in (("affine", affine), ("track_running_stats", track_running_stats)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {flag!r}")
-        self.affine = affine
-        self.track_running_stats = track_running_stats
+        self.affine = _checks.boolean("affine", affine)
+        self.track_running_stats = _checks.boolean("track_running_stats", track_running_stats)
         dtype = _checks.float_dtype(dtype)
         c = self.num_features
         self.weight = Parameter(np.ones(c, dtype)) if affine else None

@@ -40,8 +40,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         raise ValueError(f"{owner}: norm_type must be a positive real number or inf, got "
                          f"{norm_type!r}")
     norm_type = float(norm_type)
-    if not isinstance(error_if_nonfinite, bool):
-        raise TypeError(f"{owner}: error_if_nonfinite must be a bool, got {error_if_nonfinite!r}")
+    _checks.boolean(f"{owner}: error_if_nonfinite", error_if_nonfinite)
     groups = _grads(parameters, owner)
     ops = backend.ops()
     norms = [ops.grad_norm(g, norm_type) for g in groups]

@@ -68,8 +68,7 @@ class Conv2d(Module):
         self.stride = pair("stride", stride, 1)
         self.padding = pair("padding", padding, 0)
         self.dilation = pair("dilation", dilation, 1)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {bias!r}")
+        _checks.boolean("bias", bias)
         kh, kw = self.kernel_size
         w, b = default_weight_and_bias((self.out_channels, self.in_channels, kh, kw),
                                        self.in_channels * kh * kw, bias, _checks.float_dtype(dtype))

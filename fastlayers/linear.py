@@ -36,8 +36,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = _checks.integer("in_features", in_features, 1)
         self.out_features = _checks.integer("out_features", out_features, 1)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {bias!r}")
+        _checks.boolean("bias", bias)
         w, b = default_weight_and_bias((out_features, in_features), in_features, bias,
                                        _checks.float_dtype(dtype))
         self.weight = Parameter(w)

@@ -304,8 +304,7 @@ class Module:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"load_state_dict expects a mapping of names to arrays (e.g. a "
                             f"state_dict()), got {type(state_dict).__name__}")
-        if not isinstance(strict, bool):
-            raise TypeError(f"load_state_dict: strict must be a bool, got {strict!r}")
+        _checks.boolean("load_state_dict: strict", strict)
         own = {name: p.data for name, p in self.named_parameters()}
         own.update(self.named_buffers())
         missing = [k for k in own if k not in state_dict]

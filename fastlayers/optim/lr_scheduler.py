@@ -83,12 +83,6 @@ def _beta1(name, value):
     return _checks.real(name, value, 0.0, 1.0, high_open=True)
 
 
-def _flag(name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
-
 def _reals(name, value):
     """A list of non-negative reals (learning rates, one per group)."""
     if not isinstance(value, (list, tuple)):
@@ -574,7 +568,7 @@ class OneCycleLR(LRScheduler):
 
     _ARGS = {"total_steps": _positive_int, "_schedule_phases": _phases,
              "_anneal_func_type": _anneal_strategy,
-             "cycle_momentum": _flag, "use_beta1": _flag}
+             "cycle_momentum": _checks.boolean, "use_beta1": _checks.boolean}
 
     def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None,
                  pct_start=0.3, anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85,
@@ -590,8 +584,8 @@ class OneCycleLR(LRScheduler):
             raise ValueError("OneCycleLR needs total_steps, or epochs and steps_per_epoch")
         pct = _checks.real("pct_start", pct_start, 0.0, 1.0)
         self._anneal_func_type = _anneal_strategy("anneal_strategy", anneal_strategy)
-        self.cycle_momentum = _flag("cycle_momentum", cycle_momentum)
-        _flag("three_phase", three_phase)
+        self.cycle_momentum = _checks.boolean("cycle_momentum", cycle_momentum)
+        _checks.boolean("three_phase", three_phase)
         div = _positive("div_factor", div_factor)
         final_div = _positive("final_div_factor", final_div_factor)
         max_lrs = _per_group("max_lr", max_lr, optimizer, _positive)
