@@ -400,8 +400,8 @@ def _save_checkpoint(args, epoch, model, optimizer, scheduler, fastlayers_result
 
 
 def _resume(args, model, optimizer, scheduler, fastlayers_results, out):
-    """Load ``args.resume`` into the run; returns the first epoch still to train. Raises (before
-    changing anything) for a file that is not a checkpoint of a run with these settings."""
+    """Load ``args.resume`` into the run; returns the first epoch still to train. Raises for a file
+    that is not a checkpoint of a run with these settings."""
     import fastlayers as fl
     ckpt = fl.load(args.resume)
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "fastlayers-mnist checkpoint":
@@ -413,16 +413,12 @@ def _resume(args, model, optimizer, scheduler, fastlayers_results, out):
               for k in keys if saved.get(k) != getattr(args, k)]
     if differ:
         raise ValueError(f"--resume {args.resume}: the run's settings differ: " + "; ".join(differ))
-    before = model.state_dict()
+    # each load checks its part before writing; a failure ends the run, so nothing is rolled back
     model.load_state_dict(ckpt["model"])
-    try:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        fl.set_rng_state(ckpt["rng"])
-    except Exception:
-        model.load_state_dict(before)
-        raise
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    fl.set_rng_state(ckpt["rng"])
     fastlayers_results.update(ckpt["results"])
     print(f"resumed from {args.resume} after epoch {ckpt['epoch']}", file=out)
     return int(ckpt["epoch"]) + 1

@@ -191,7 +191,7 @@ class Optimizer:
     def zero_grad(self, set_to_none=False):
         """Zero every parameter's gradient, or set it to None with ``set_to_none`` (PyTorch's
         default is True; filling keeps the arrays, which the next backward reuses)."""
-        zero_grads((p for g in self.param_groups for p in g["params"]), set_to_none)
+        zero_grads(self._indexed(), set_to_none)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient. ``closure``, if given, is called first (it
