@@ -19,6 +19,7 @@ import kernels  # noqa: F401  (first: it settles the thread pools, see kernels/_
 from fastlayers.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from fastlayers.backend import get_backend, set_backend, use_backend
 from fastlayers.clip import clip_grad_norm_, clip_grad_value_
+from fastlayers.container import ModuleDict, ModuleList
 from fastlayers.conv import Conv2d, SimpleConv
 from fastlayers.data import DataLoader, load_dataset
 from fastlayers.dropout import Dropout, Dropout2d
@@ -33,7 +34,7 @@ from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, Nadam, Optimizer
 from fastlayers.pooling import AvgPool2d, MaxPool2d
 from fastlayers.random import get_rng_state, manual_seed, set_rng_state
 from fastlayers.serialization import CheckpointError, load, save
-from fastlayers import runtime
+from fastlayers import init, runtime
 from fastlayers.runtime import (are_deterministic_algorithms_enabled, get_blas_threads,
                                 get_num_threads, keep_freed_memory, set_num_threads,
                                 use_deterministic_algorithms)
@@ -64,6 +65,7 @@ __all__ = [
     "Dropout",
     "Dropout2d",
     "Flatten",
+    "from_torch",
     "get_backend",
     "get_blas_threads",
     "get_num_threads",
@@ -72,6 +74,7 @@ __all__ = [
     "no_grad",
     "set_grad_enabled",
     "Identity",
+    "init",
     "keep_freed_memory",
     "LeakyReLU",
     "Linear",
@@ -80,6 +83,8 @@ __all__ = [
     "manual_seed",
     "MaxPool2d",
     "Module",
+    "ModuleDict",
+    "ModuleList",
     "Momentum",
     "MSELoss",
     "NAdam",
@@ -97,9 +102,21 @@ __all__ = [
     "SimpleConv",
     "Softmax",
     "Tanh",
+    "to_torch",
     "use_backend",
     "use_deterministic_algorithms",
 ]
+
+
+
+def __getattr__(name):
+    """``from_torch`` and ``to_torch`` (fastlayers/torch_bridge.py), imported on first use: they
+    need PyTorch, which fastlayers itself does not."""
+    if name in ("from_torch", "to_torch"):
+        from fastlayers import torch_bridge
+        return getattr(torch_bridge, name)
+    raise AttributeError(f"module 'fastlayers' has no attribute {name!r}")
+
 
 runtime.settle()   # BLAS threads; Numba's start with the first parallel kernel
 runtime.keep_freed_memory_at_import()   # FASTLAYERS_KEEP_FREED_MEMORY=0 leaves glibc as it is

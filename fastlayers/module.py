@@ -157,6 +157,11 @@ class Module:
             self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
+    def __delattr__(self, name):
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        object.__delattr__(self, name)
+
     def register_buffer(self, name, array):
         """Register ``array`` (an ndarray, or None for an absent buffer) as buffer ``name``."""
         if array is not None and not isinstance(array, np.ndarray):

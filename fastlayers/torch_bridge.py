@@ -1,53 +1,148 @@
 """The same model, loss and optimizer in PyTorch, with the same weights: for parity tests and for the
 speed run's ``--compare-torch``. Importing this module needs torch; fastlayers itself does not.
 """
+import inspect
+
 import numpy as np
 import torch
 
-from fastlayers import activation, batchnorm, conv, dropout, linear, loss, module, optim, pooling
+from fastlayers import (activation, batchnorm, container, conv, dropout, linear, loss, module, optim,
+                        pooling)
+
+TORCH_TO_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+# One table for both directions: each fastlayers class, its torch.nn class, the constructor
+# arguments read from the source module's attribute of the same name (``bias``: whether the module
+# has one), and the torch attributes that must hold their value because fastlayers has no other.
+_LAYERS = [
+    (activation.ReLU, "ReLU", (), {}),
+    (activation.LeakyReLU, "LeakyReLU", ("negative_slope",), {}),
+    (activation.Sigmoid, "Sigmoid", (), {}),
+    (activation.Tanh, "Tanh", (), {}),
+    (activation.Softmax, "Softmax", ("dim",), {}),
+    (activation.LogSoftmax, "LogSoftmax", ("dim",), {}),
+    (linear.Identity, "Identity", (), {}),
+    (linear.Flatten, "Flatten", ("start_dim", "end_dim"), {}),
+    (linear.Linear, "Linear", ("in_features", "out_features", "bias"), {}),
+    (dropout.Dropout, "Dropout", ("p",), {}),
+    (dropout.Dropout2d, "Dropout2d", ("p",), {}),
+    (conv.Conv2d, "Conv2d", ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                             "dilation", "bias"), {"padding_mode": "zeros", "groups": 1}),
+    (pooling.MaxPool2d, "MaxPool2d", ("kernel_size", "stride", "padding"),
+     {"dilation": 1, "ceil_mode": False, "return_indices": False}),
+    (pooling.AvgPool2d, "AvgPool2d", ("kernel_size", "stride", "padding"),
+     {"ceil_mode": False, "count_include_pad": True, "divisor_override": None}),
+    (batchnorm.BatchNorm1d, "BatchNorm1d",
+     ("num_features", "eps", "momentum", "affine", "track_running_stats"), {}),
+    (batchnorm.BatchNorm2d, "BatchNorm2d",
+     ("num_features", "eps", "momentum", "affine", "track_running_stats"), {}),
+    (batchnorm.BatchNorm, "BatchNorm1d",        # the notebooks' class: fastlayers to torch only
+     ("num_features", "eps", "momentum", "affine", "track_running_stats"), {}),
+]
+_CONTAINERS = [(module.Sequential, "Sequential"), (container.ModuleList, "ModuleList"),
+               (container.ModuleDict, "ModuleDict")]
+_TO_TORCH = {fl_cls: (name, args, fixed) for fl_cls, name, args, fixed in _LAYERS}
+_FROM_TORCH = {}
+for _fl_cls, _name, _args, _fixed in _LAYERS:
+    _FROM_TORCH.setdefault(_name, (_fl_cls, _args, _fixed))
 
 
 def _t(a):
     return torch.from_numpy(np.array(a, copy=True))
 
 
-def to_torch(m):
-    """A ``torch.nn.Module`` equivalent to ``m`` with copies of its parameters and buffers."""
-    nn = torch.nn
-    if isinstance(m, module.Sequential):
-        return nn.Sequential(*[to_torch(c) for c in m])
-    simple = {activation.ReLU: nn.ReLU, activation.Sigmoid: nn.Sigmoid, activation.Tanh: nn.Tanh,
-              linear.Identity: nn.Identity}
-    if type(m) in simple:
-        return simple[type(m)]()
-    if isinstance(m, activation.LeakyReLU):
-        return nn.LeakyReLU(m.slope)
-    if isinstance(m, (activation.Softmax, activation.LogSoftmax)):
-        return (nn.Softmax if isinstance(m, activation.Softmax) else nn.LogSoftmax)(dim=m.dim)
-    if isinstance(m, linear.Flatten):
-        return nn.Flatten(m.start_dim, m.end_dim)
-    if isinstance(m, dropout.Dropout2d):
-        return nn.Dropout2d(m.p)
-    if isinstance(m, dropout.Dropout):
-        return nn.Dropout(m.p)
-    if isinstance(m, pooling.MaxPool2d):
-        return nn.MaxPool2d(m.kernel_size, m.stride, m.padding)
-    if isinstance(m, pooling.AvgPool2d):
-        return nn.AvgPool2d(m.kernel_size, m.stride, m.padding)
-    if isinstance(m, linear.Linear):
-        t = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-    elif isinstance(m, conv.Conv2d):
-        t = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-                      bias=m.bias is not None)
-    elif isinstance(m, batchnorm._BatchNorm):
-        cls = nn.BatchNorm2d if isinstance(m, batchnorm.BatchNorm2d) else nn.BatchNorm1d
-        t = cls(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
+def _arg(m, name, to_numpy):
+    """Constructor argument ``name`` of the module that ``m`` is, read from ``m``."""
+    value = getattr(m, name)
+    if name == "bias" and not isinstance(value, bool):
+        return value is not None
+    if to_numpy and isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy().copy()
+    if not to_numpy and isinstance(value, np.ndarray):
+        return _t(value)
+    return value
+
+
+def _dtype_kwargs(cls, dtype):
+    return {"dtype": dtype} if dtype is not None and "dtype" in inspect.signature(cls).parameters \
+        else {}
+
+
+def _where(path):
+    return f" at {path!r}" if path else ""
+
+
+def _container(cls, m, convert, path):
+    """The container ``cls`` (Sequential, ModuleList or ModuleDict, of either library) holding
+    ``convert`` of each of ``m``'s entries, in ``m``'s training mode (its entries keep theirs)."""
+    children = {k: convert(c, f"{path}.{k}" if path else k) for k, c in m.named_children()}
+    if cls.__name__ == "ModuleDict":
+        out = cls(children)
+    elif cls.__name__ == "ModuleList":
+        out = cls(list(children.values()))
     else:
-        raise TypeError(f"no PyTorch equivalent known for {type(m).__name__}")
+        out = cls(*children.values())
+    object.__setattr__(out, "training", m.training)
+    return out
+
+
+def to_torch(m, _path=""):
+    """A ``torch.nn.Module`` equivalent to the fastlayers module ``m``, with copies of its
+    parameters and buffers (containers are converted entry by entry). TypeError naming the first
+    module that has no PyTorch equivalent."""
+    for fl_cls, name in _CONTAINERS:
+        if type(m) is fl_cls:
+            return _container(getattr(torch.nn, name), m, to_torch, _path)
+    if type(m) not in _TO_TORCH:
+        raise TypeError(f"to_torch: no PyTorch equivalent known for {type(m).__name__}"
+                        f"{_where(_path)}")
+    name, args, _ = _TO_TORCH[type(m)]
+    cls = getattr(torch.nn, name)
     state = {k: _t(v) for k, v in m.state_dict().items()}
-    t = t.to(next(iter(state.values())).dtype)
+    floats = [v.dtype for v in state.values() if v.is_floating_point()]
+    t = cls(**{a: _arg(m, a, to_numpy=False) for a in args},
+            **_dtype_kwargs(cls, floats[0] if floats else None))
     t.load_state_dict(state, strict=True)
-    return t
+    return t.train(m.training)
+
+
+def from_torch(m, _path=""):
+    """The fastlayers twin of the ``torch.nn.Module`` ``m``, with copies of its parameters and
+    buffers, in their dtype (containers are converted entry by entry; training mode is kept).
+
+    TypeError naming the first module that fastlayers has no equivalent for, or an option of it
+    fastlayers does not support. A module class of your own has no automatic twin: write it as a
+    fastlayers Module with the same attribute names and copy the weights with
+    ``twin.load_state_dict(m.state_dict())``.
+    """
+    if not isinstance(m, torch.nn.Module):
+        raise TypeError(f"from_torch expects a torch.nn.Module, got {type(m).__name__}")
+    name = type(m).__name__
+    for fl_cls, torch_name in _CONTAINERS:
+        if type(m) is getattr(torch.nn, torch_name):
+            return _container(fl_cls, m, from_torch, _path)
+    if name not in _FROM_TORCH or type(m) is not getattr(torch.nn, name, None):
+        if type(m).__module__.startswith("torch."):
+            raise TypeError(f"from_torch: fastlayers has no equivalent of torch.nn.{name}"
+                            f"{_where(_path)}")
+        raise TypeError(f"from_torch: {type(m).__qualname__}{_where(_path)} is a module class of "
+                        f"your own, which has no automatic twin: write it as a fastlayers Module "
+                        f"and copy the weights with twin.load_state_dict(module.state_dict())")
+    fl_cls, args, fixed = _FROM_TORCH[name]
+    for attr, value in fixed.items():
+        if getattr(m, attr) != value:
+            raise TypeError(f"from_torch: {name}({attr}={getattr(m, attr)!r}){_where(_path)} is "
+                            f"not supported by fastlayers (only {attr}={value!r})")
+    state = m.state_dict()
+    floats = [v.dtype for v in state.values() if v.is_floating_point()]
+    if floats and floats[0] not in TORCH_TO_NUMPY:
+        raise TypeError(f"from_torch: {name}{_where(_path)} holds {floats[0]} weights; fastlayers "
+                        f"holds float32 or float64 (call .float() or .double() first)")
+    dtype = TORCH_TO_NUMPY[floats[0]] if floats else None
+    twin = fl_cls(**{a: _arg(m, a, to_numpy=True) for a in args}, **_dtype_kwargs(fl_cls, dtype))
+    twin.load_state_dict(state, strict=True)
+    return twin.train(m.training)
 
 
 def loss_to_torch(criterion):
