@@ -9,6 +9,11 @@ def uniform(shape, bound, dtype):
     return random.generator().uniform(-bound, bound, size=shape).astype(dtype)
 
 
+def normal(shape, dtype, std=1.0):
+    """An array of ``shape`` drawn from N(0, std^2), in ``dtype`` (PyTorch's ``init.normal_``)."""
+    return (random.generator().standard_normal(size=shape) * std).astype(dtype)
+
+
 def default_weight_and_bias(weight_shape, fan_in, bias, dtype):
     """PyTorch's default for Linear and Conv2d: kaiming_uniform(a=sqrt(5)) for the weight, which is
     U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias (None if not ``bias``)."""
