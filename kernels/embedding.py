@@ -29,7 +29,7 @@ BLOCKS = 64  # row blocks of the backward
 PAR_MIN = 1 << 19
 
 
-# ----------------------------------------------------------------------------------------- NumPy twins
+# -------------------------------------------------------------------------------------- NumPy twins
 
 def embedding_forward_np(weight, indices):
     return weight[indices]
@@ -40,7 +40,7 @@ def embedding_backward_np(grad, indices, padding_idx, dweight):
     np.add.at(dweight, indices[keep], grad[keep])
 
 
-# ---------------------------------------------------------------------------------------- Numba kernels
+# ------------------------------------------------------------------------------------ Numba kernels
 
 @compiled(parallel_min=PAR_MIN)
 def _gather(out, weight, indices):

@@ -40,7 +40,7 @@ FORWARD_PAR_MIN = 1 << 17
 BACKWARD_PAR_MIN = 1 << 16
 
 
-# ----------------------------------------------------------------------------------------- NumPy twins
+# -------------------------------------------------------------------------------------- NumPy twins
 
 def layernorm_forward_np(x, weight, bias, eps):
     x64 = x.astype(np.float64)
@@ -65,7 +65,7 @@ def layernorm_backward_np(grad, x, weight, mean, rstd, dweight, dbias, need_dx):
     return dx.astype(x.dtype)
 
 
-# ---------------------------------------------------------------------------------------- Numba kernels
+# ------------------------------------------------------------------------------------ Numba kernels
 
 # The row sums run in float64 with LLVM's "reassoc" flag (kernels/_registry.py): it lets the
 # vectoriser keep several running sums, in an order fixed by the compiled code (the same on any

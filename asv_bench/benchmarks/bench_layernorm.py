@@ -4,8 +4,8 @@ dweight, dbias).
 (rows, D): a transformer's activations, batch x sequence rows of D features. torch:
 F.layer_norm under no_grad; backward is autograd.grad for (x, weight, bias).
 """
-from .common import Case, Family, calls_for, ops, randn, shape_labels, speedup, speedup_row, torch
-from .common import torch_case
+from .common import (Case, Family, calls_for, ops, randn, shape_labels, speedup, speedup_row, torch,
+                     torch_case)
 
 # 64 sequences of 128 tokens at widths 256 and 768 (BERT-base), and one small batch.
 _SHAPES = [(128, 256), (64 * 128, 256), (16 * 128, 768)]

@@ -106,7 +106,7 @@ def test_first_layer_of_a_model_matches_torch():
         np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
 
 
-# ----------------------------------------------------------------------------------- from_pretrained
+# ---------------------------------------------------------------------------------- from_pretrained
 
 def test_from_pretrained_shares_the_array_and_freezes():
     w = np.arange(12, dtype=np.float32).reshape(4, 3)
