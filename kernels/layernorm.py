@@ -33,6 +33,7 @@ from kernels._registry import OPTIONS, compiled, register
 # fewer of them.
 BLOCKS = 64
 BLOCK_ROWS = 16
+GROUP = 4  # rows the backward adds into its partial sums at once (_add_rows takes four at a time)
 # Parallel from these sizes (x.size), measured on 2 shared CPUs at D = 256: the forward's parallel
 # build is no faster up to about 512 rows, the backward's (twice the work per element) pays from
 # about 256.
@@ -120,47 +121,73 @@ def _forward_rows(x, weight, bias, eps, y, mean, rstd):
             out[j] = ((row[j] - hi) - lo) * a * weight[j] + bias[j]
 
 
+@njit(inline="always", **OPTIONS)
+def _add_rows(q, g, m, aw, ab):
+    # aw += the sum of rows 0:m of q, ab += that of g, in float64; four rows at a time when there
+    # are four, so that the accumulators are loaded and stored once per four rows.
+    if m == 4:
+        q0, q1, q2, q3 = q[0], q[1], q[2], q[3]
+        g0, g1, g2, g3 = g[0], g[1], g[2], g[3]
+        for j in range(aw.size):
+            aw[j] += ((np.float64(q0[j]) + np.float64(q1[j]))
+                      + (np.float64(q2[j]) + np.float64(q3[j])))
+            ab[j] += ((np.float64(g0[j]) + np.float64(g1[j]))
+                      + (np.float64(g2[j]) + np.float64(g3[j])))
+    else:
+        for s in range(m):
+            qs = q[s]
+            gs = g[s]
+            for j in range(aw.size):
+                aw[j] += np.float64(qs[j])
+                ab[j] += np.float64(gs[j])
+
+
 @compiled(parallel_min=BACKWARD_PAR_MIN)
 def _backward_rows(grad, x, weight, mean, rstd, need_dx, need_wgrad, dx, pw, pb):
     # grad, x, dx: (R, D); pw, pb: (B, D) float64 zeros ((B, 0) without need_wgrad), B the number
     # of row blocks. Thread owns block k: rows r0:r1 of dx and the partial sums pw[k], pb[k].
     # Per row, one sweep gives gw = grad * weight and gw * xhat (into the block's scratch rows
     # t1, t2, summed in float64 after the sweep, so the sweep carries no reduction and vectorises)
-    # and adds into the partials; a second sweep, over the row still in cache, writes dx.
+    # and grad * xhat (into q, added into the partials every GROUP rows); a second sweep, over the
+    # row still in cache, writes dx.
     n, d = x.shape
     nb = pw.shape[0]
     dt = x.dtype.type
     for k in prange(nb):
         r0 = k * n // nb
         r1 = (k + 1) * n // nb
-        aw = pw[k]
-        ab = pb[k]
         t1 = np.empty(d, x.dtype)
         t2 = np.empty(d, x.dtype)
-        for i in range(r0, r1):
-            g = grad[i]
-            p = x[i]
-            hi, lo = _split(mean[i], dt)
-            a = dt(rstd[i])
+        q = np.empty((GROUP, d), x.dtype)
+        for i0 in range(r0, r1, GROUP):
+            m = min(GROUP, r1 - i0)
+            for s in range(m):
+                i = i0 + s
+                g = grad[i]
+                p = x[i]
+                hi, lo = _split(mean[i], dt)
+                a = dt(rstd[i])
+                if need_wgrad:
+                    qs = q[s]
+                    for j in range(d):
+                        xh = ((p[j] - hi) - lo) * a
+                        gw = g[j] * weight[j]
+                        t1[j] = gw
+                        t2[j] = gw * xh
+                        qs[j] = g[j] * xh
+                else:
+                    for j in range(d):
+                        gw = g[j] * weight[j]
+                        t1[j] = gw
+                        t2[j] = gw * (((p[j] - hi) - lo) * a)
+                if need_dx:
+                    c1 = dt(_sum(t1) / d)
+                    c2 = dt(_sum(t2) / d)
+                    o = dx[i]
+                    for j in range(d):
+                        o[j] = a * ((t1[j] - c1) - ((p[j] - hi) - lo) * a * c2)
             if need_wgrad:
-                for j in range(d):
-                    xh = ((p[j] - hi) - lo) * a
-                    gw = g[j] * weight[j]
-                    t1[j] = gw
-                    t2[j] = gw * xh
-                    aw[j] += np.float64(g[j] * xh)
-                    ab[j] += np.float64(g[j])
-            else:
-                for j in range(d):
-                    gw = g[j] * weight[j]
-                    t1[j] = gw
-                    t2[j] = gw * (((p[j] - hi) - lo) * a)
-            if need_dx:
-                c1 = dt(_sum(t1) / d)
-                c2 = dt(_sum(t2) / d)
-                o = dx[i]
-                for j in range(d):
-                    o[j] = a * ((t1[j] - c1) - ((p[j] - hi) - lo) * a * c2)
+                _add_rows(q, grad[i0:i0 + m], m, pw[k], pb[k])
 
 
 @njit(**OPTIONS)
