@@ -25,6 +25,7 @@ from fastlayers.data import DataLoader, load_dataset
 from fastlayers.dropout import Dropout, Dropout2d
 from fastlayers.grad_mode import is_grad_enabled, no_grad, set_grad_enabled
 from fastlayers.gradcheck import gradcheck
+from fastlayers.layernorm import LayerNorm
 from fastlayers.linear import Flatten, Identity, Linear
 from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntropyLoss, MSELoss,
                              NLLLoss)
@@ -34,6 +35,7 @@ from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, Nadam, Optimizer
 from fastlayers.pooling import AvgPool2d, MaxPool2d
 from fastlayers.random import get_rng_state, manual_seed, set_rng_state
 from fastlayers.serialization import CheckpointError, load, save
+from fastlayers.sparse import Embedding
 from fastlayers import init, runtime
 from fastlayers.runtime import (are_deterministic_algorithms_enabled, get_blas_threads,
                                 get_num_threads, keep_freed_memory, set_num_threads,
@@ -64,6 +66,7 @@ __all__ = [
     "DataLoader",
     "Dropout",
     "Dropout2d",
+    "Embedding",
     "Flatten",
     "from_torch",
     "get_backend",
@@ -76,6 +79,7 @@ __all__ = [
     "Identity",
     "init",
     "keep_freed_memory",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
     "load_dataset",

@@ -34,7 +34,8 @@ def gradcheck(module, *inputs, target=None, eps=1e-6, tol=1e-5, floor=1e-4, seed
 
     Args:
         module: a Module, or a loss when ``target`` is given.
-        inputs: float64 arrays (the module's forward arguments).
+        inputs: the module's forward arguments: float64 arrays, or integer arrays (indices, such
+            as an Embedding's, passed as they are and not differentiated).
         target: the loss target (labels or an array); None for a module.
         eps: the finite-difference step.
         tol: the largest relative error accepted.
@@ -44,11 +45,13 @@ def gradcheck(module, *inputs, target=None, eps=1e-6, tol=1e-5, floor=1e-4, seed
     Returns a :class:`GradcheckResult`.
     """
     params = dict(module.named_parameters())
-    for name, a in [("input", x) for x in inputs] + [(n, p.data) for n, p in params.items()]:
+    indices = [isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.integer) for x in inputs]
+    floats = [("input", x) for x, i in zip(inputs, indices) if not i]
+    for name, a in floats + [(n, p.data) for n, p in params.items()]:
         if not isinstance(a, np.ndarray) or a.dtype != np.float64:
             raise TypeError(f"gradcheck needs float64 arrays; {name} is "
                             f"{getattr(a, 'dtype', type(a).__name__)} (use .double() on the module)")
-    inputs = [np.array(x, dtype=np.float64) for x in inputs]
+    inputs = [np.array(x, dtype=x.dtype if i else np.float64) for x, i in zip(inputs, indices)]
     saved = module.state_dict()
     rng_state = random.get_state()
     r = None
@@ -73,7 +76,7 @@ def gradcheck(module, *inputs, target=None, eps=1e-6, tol=1e-5, floor=1e-4, seed
             grads = module.backward()
         grads = list(grads) if isinstance(grads, tuple) else [grads]
         checks = [(f"input[{i}]" if len(inputs) > 1 else "input", x, g)
-                  for i, (x, g) in enumerate(zip(inputs, grads))]
+                  for i, (x, g) in enumerate(zip(inputs, grads)) if not indices[i]]
         checks += [(name, p.data, p.grad.copy()) for name, p in params.items()]
 
         worst, where = 0.0, "nothing to check"
