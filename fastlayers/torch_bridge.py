@@ -6,8 +6,8 @@ import inspect
 import numpy as np
 import torch
 
-from fastlayers import (activation, batchnorm, container, conv, dropout, linear, loss, module, optim,
-                        pooling)
+from fastlayers import (activation, batchnorm, container, conv, dropout, layernorm, linear, loss,
+                        module, optim, pooling, sparse)
 
 TORCH_TO_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
@@ -39,6 +39,10 @@ _LAYERS = [
      ("num_features", "eps", "momentum", "affine", "track_running_stats"), {}),
     (batchnorm.BatchNorm, "BatchNorm1d",        # the notebooks' class: fastlayers to torch only
      ("num_features", "eps", "momentum", "affine", "track_running_stats"), {}),
+    (layernorm.LayerNorm, "LayerNorm", ("normalized_shape", "eps", "elementwise_affine", "bias"),
+     {}),
+    (sparse.Embedding, "Embedding", ("num_embeddings", "embedding_dim", "padding_idx"),
+     {"max_norm": None, "scale_grad_by_freq": False, "sparse": False}),
 ]
 _CONTAINERS = [(module.Sequential, "Sequential"), (container.ModuleList, "ModuleList"),
                (container.ModuleDict, "ModuleDict")]
@@ -104,6 +108,8 @@ def to_torch(m, _path=""):
     t = cls(**{a: _arg(m, a, to_numpy=False) for a in args},
             **_dtype_kwargs(cls, floats[0] if floats else None))
     t.load_state_dict(state, strict=True)
+    if name == "Embedding":          # a frozen embedding: torch's weight has requires_grad False
+        t.weight.requires_grad_(not m.freeze)
     return t.train(m.training)
 
 
@@ -142,6 +148,8 @@ def from_torch(m, _path=""):
     dtype = TORCH_TO_NUMPY[floats[0]] if floats else None
     twin = fl_cls(**{a: _arg(m, a, to_numpy=True) for a in args}, **_dtype_kwargs(fl_cls, dtype))
     twin.load_state_dict(state, strict=True)
+    if name == "Embedding":
+        twin.freeze = not m.weight.requires_grad
     return twin.train(m.training)
 
 

@@ -28,6 +28,9 @@ LAYERS = {
     "AvgPool2d": (lambda: nn.AvgPool2d(3, stride=2, padding=1), (2, 3, 7, 7)),
     "BatchNorm1d": (lambda: nn.BatchNorm1d(4, momentum=0.2), (6, 4)),
     "BatchNorm2d": (lambda: nn.BatchNorm2d(3, eps=1e-3, affine=False), (4, 3, 5, 5)),
+    "LayerNorm": (lambda: nn.LayerNorm((3, 4), eps=1e-4), (2, 5, 3, 4)),
+    "LayerNorm-nobias": (lambda: nn.LayerNorm(4, bias=False), (6, 4)),
+    "LayerNorm-noaffine": (lambda: nn.LayerNorm(4, elementwise_affine=False), (6, 4)),
 }
 
 
@@ -113,6 +116,29 @@ def test_ported_sequential_trains_like_torch():
         assert value == pytest.approx(tvalue.item(), rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.parametrize("freeze", [False, True])
+def test_embedding(freeze):
+    theirs = nn.Embedding(7, 3, padding_idx=2)
+    theirs.weight.requires_grad_(not freeze)
+    ours = fl.from_torch(theirs)
+    assert (ours.padding_idx, ours.freeze) == (2, freeze)
+    idx = np.array([[0, 2, 6], [6, 6, 1]])
+    out = ours(idx)
+    tout = theirs(T(idx))
+    np.testing.assert_array_equal(out, tout.detach().numpy())
+    g = rnd(out.shape, np.float32, 3)
+    ours.zero_grad()
+    ours.backward(g)
+    if freeze:
+        assert ours.weight.grad is None or not ours.weight.grad.any()
+    else:
+        tout.backward(T(g))
+        np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-6)
+    back = fl.to_torch(ours)
+    assert back.weight.requires_grad == (not freeze) and back.padding_idx == 2
+    assert torch.equal(back.weight, theirs.weight)
+
+
 class Custom(nn.Module):
     def forward(self, x):
         return x
@@ -125,6 +151,7 @@ class Custom(nn.Module):
     (nn.Conv2d(2, 2, 3, padding_mode="reflect"), "padding_mode='reflect'"),
     (nn.MaxPool2d(2, ceil_mode=True), "ceil_mode=True"),
     (nn.AvgPool2d(2, count_include_pad=False), "count_include_pad=False"),
+    (nn.Embedding(4, 2, max_norm=1.0), "max_norm=1.0"),
     (nn.Linear(2, 2).half(), "float16.*float32 or float64"),
     ("not a module", "expects a torch.nn.Module"),
 ])
