@@ -19,8 +19,9 @@ of its own. Results are those of the layers run one after the other, up to float
     With running statistics (eval) the batch norm and activation fuse and the pool runs on its own.
 ``ConvBlock``: Conv2d whose input needs no gradient (``needs_input_grad`` False: a network's first
     layer, as the training engine sets it), stride 1, one group, a numeric padding (the same on
-    both sides), at most ``CONV_BLOCK_MAX_TAPS`` input values under the kernel, followed by a ``NormActivationPool`` pattern whose BatchNorm2d has the
-    convolution's output channels and dtype.
+    both sides), at most ``CONV_BLOCK_MAX_TAPS`` input values under the kernel, followed by a
+    ``NormActivationPool`` pattern whose BatchNorm2d has the convolution's output channels and
+    dtype.
     The convolution's output is never written, in either direction (kernels/convbn.py). The
     backward gives no input gradient, hence the first layer only; the kernel's layout assumes
     stride 1.

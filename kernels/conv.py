@@ -6,10 +6,10 @@ gradient, with stride, zero padding, dilation and groups.
 
     Output channel o belongs to group g = o // (O / G) and reads input channels
     c = g C / G + c', c' < C / G (G = groups; G = 1 is the dense convolution):
-    y[n, o, i, j]   = b[o] + sum_{c', ky, kx} w[o, c', ky, kx] * xp[n, c, i sh + ky dh, j sw + kx dw]
-    dxp[n, c, ...] += w[o, c', ky, kx] * grad[n, o, i, j]   at the same positions (dx = dxp cropped)
+    y[n, o, i, j]  = b[o] + sum_{c', ky, kx} w[o, c', ky, kx] * xp[n, c, i sh + ky dh, j sw + kx dw]
+    dxp[n, c, ...] += w[o, c', ky, kx] * grad[n, o, i, j]  at the same positions (dx = dxp cropped)
     dw[o, c', ky, kx] += sum_{n, i, j} grad[n, o, i, j] * xp[n, c, i sh + ky dh, j sw + kx dw]
-    db[o]           += sum_{n, i, j} grad[n, o, i, j]
+    db[o]             += sum_{n, i, j} grad[n, o, i, j]
 
 where xp is x zero-padded. stride and dilation are (h, w) pairs of ints; padding is a pair (ph, pw),
 the same on both sides, or a 4-tuple (top, bottom, left, right) (PyTorch's padding='same' puts the
@@ -259,9 +259,9 @@ def _place(xs, xf, at, top, left, hp, wp):
 def _corr_s1(x, top, left, hp, wp, w4, b, has_bias, y, dh, dw, nchunk, groups):
     # Valid, stride-1 correlation of x placed at (top, left) in a zero (Hp, Wp) frame (top/left may
     # be negative: x is then cropped). x (N, C, H, W); w4 (G O4, C / G, KH, KW): each group's O / G
-    # rows rounded up to O4, a multiple of 4, with zero rows (see _blocked4); b (G O4,); y (N, O, OH,
-    # OW), OH = Hp - dh (KH-1), OW alike. A block of 4 rows of w4 lies in one group and reads its
-    # C / G input planes.
+    # rows rounded up to O4, a multiple of 4, with zero rows (see _blocked4); b (G O4,);
+    # y (N, O, OH, OW), OH = Hp - dh (KH-1), OW alike. A block of 4 rows of w4 lies in one group
+    # and reads its C / G input planes.
     # Samples are split into nchunk chunks (a few per thread); a thread owns a chunk: it pads each
     # sample into its own buffer (so the padded sample stays in cache for every output channel, and
     # no padded copy of the batch is written; the zero border is written once per chunk), and
@@ -702,7 +702,8 @@ def _depthwise(w, groups):
 
 
 def _chunks(n):
-    """Chunks of the forward kernels' n tasks: a few per thread (any count gives the same result)."""
+    """Chunks of the forward kernels' n tasks, a few per thread (any count gives the same
+    result)."""
     return max(1, min(n, 2 * numba.get_num_threads()))
 
 

@@ -279,24 +279,24 @@ def adaptive_bins(size, out):
     return (i * size) // out, ((i + 1) * size + out - 1) // out
 
 
-def _bin_means_np(size, out, dtype):
-    """(out, size): row i averages bin i (the average pool is separable: y = Ah x Aw^T)."""
-    start, end = adaptive_bins(size, out)
-    r = np.arange(size)
-    inside = (r >= start[:, None]) & (r < end[:, None])
-    return (inside / (end - start)[:, None]).astype(dtype)
-
-
 def adaptive_avgpool2d_forward_np(x, output_size):
-    ah = _bin_means_np(x.shape[2], output_size[0], x.dtype)
-    aw = _bin_means_np(x.shape[3], output_size[1], x.dtype)
-    return ah @ x @ aw.T
+    # The mean over a bin is the mean over its columns of the means over its rows: row bins
+    # first, (N, C, OH, W), then column bins.
+    (oh, ow), (h, w) = output_size, x.shape[2:]
+    rows = np.stack([x[:, :, a:b].mean(axis=2) for a, b in zip(*adaptive_bins(h, oh))], axis=2)
+    return np.stack([rows[..., a:b].mean(axis=3) for a, b in zip(*adaptive_bins(w, ow))], axis=3)
 
 
 def adaptive_avgpool2d_backward_np(grad, x_shape):
-    ah = _bin_means_np(x_shape[2], grad.shape[2], grad.dtype)
-    aw = _bin_means_np(x_shape[3], grad.shape[3], grad.dtype)
-    return ah.T @ grad @ aw
+    n, c, h, w = x_shape
+    oh, ow = grad.shape[2:]
+    rows = np.zeros((n, c, oh, w), grad.dtype)
+    for j, (a, b) in enumerate(zip(*adaptive_bins(w, ow))):
+        rows[..., a:b] += grad[..., j:j + 1] / grad.dtype.type(b - a)
+    dx = np.zeros(x_shape, grad.dtype)
+    for i, (a, b) in enumerate(zip(*adaptive_bins(h, oh))):
+        dx[:, :, a:b] += rows[:, :, i:i + 1] / grad.dtype.type(b - a)
+    return dx
 
 
 def _bin_taps_np(size, out):
