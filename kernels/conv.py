@@ -532,10 +532,11 @@ def _spread(src, frame, top, left, sh, sw, hq, wq):
 
 
 @njit(inline="always", **OPTIONS)
-def _plane_taps(frame, wp, kern, dh, dw, acc):
-    # acc[j] += sum_{ky, kx} kern[ky, kx] frame[ky dh Wp + kx dw + j], j < acc.size: a whole
+def _plane_taps(frame, wp, kern, dh, dw, acc, fresh, start):
+    # acc[j] (+)= sum_{ky, kx} kern[ky, kx] frame[ky dh Wp + kx dw + j], j < acc.size: a whole
     # flattened output plane, the three taps of a kernel row per pass for 3-wide kernels (each
-    # accumulator loaded and stored once per 3 multiply-adds), one tap a pass otherwise.
+    # accumulator loaded and stored once per 3 multiply-adds), one tap a pass otherwise. With
+    # ``fresh`` the first pass writes acc = start + its taps instead of adding to acc.
     kh, kw = kern.shape
     length = acc.size
     for ky in range(kh):
@@ -545,12 +546,20 @@ def _plane_taps(frame, wp, kern, dh, dw, acc):
             s0 = frame[base:base + length]
             s1 = frame[base + dw:base + dw + length]
             s2 = frame[base + 2 * dw:base + 2 * dw + length]
-            for j in range(length):
-                acc[j] = acc[j] + w0 * s0[j] + w1 * s1[j] + w2 * s2[j]
-        else:
-            for kx in range(kw):
-                wv = kern[ky, kx]
-                s = frame[base + kx * dw:base + kx * dw + length]
+            if fresh and ky == 0:
+                for j in range(length):
+                    acc[j] = start + w0 * s0[j] + w1 * s1[j] + w2 * s2[j]
+            else:
+                for j in range(length):
+                    acc[j] = acc[j] + w0 * s0[j] + w1 * s1[j] + w2 * s2[j]
+            continue
+        for kx in range(kw):
+            wv = kern[ky, kx]
+            s = frame[base + kx * dw:base + kx * dw + length]
+            if fresh and ky == 0 and kx == 0:
+                for j in range(length):
+                    acc[j] = start + wv * s[j]
+            else:
                 for j in range(length):
                     acc[j] += wv * s[j]
 
@@ -582,21 +591,18 @@ def _dw_forward(x, top, left, hp, wp, w, b, has_bias, y, sh, sw, dh, dw, nchunk)
     zero = y.dtype.type(0)
     tasks = n_ * c_
     for chunk in prange(nchunk):
-        xf = np.zeros((1, hp * wp + _loops.VEC), dtype=y.dtype)
-        frame = xf[0]
+        frame = np.zeros(hp * wp + _loops.VEC, dtype=y.dtype)
         grid = frame[:hp * wp].reshape((hp, wp))
         acc = np.empty(length, dtype=y.dtype)
         for t in range(chunk * tasks // nchunk, (chunk + 1) * tasks // nchunk):
             n, c = t // c_, t % c_
-            _place(x[n, c:c + 1], xf, 0, top, left, hp, wp)
+            _spread(x[n, c], frame, top, left, 1, 1, hp, wp)
             for k in range(m_):
                 o = c * m_ + k
                 bias = b[o] if has_bias else zero
                 kern = w[o, 0]
                 if unit:
-                    for j in range(length):
-                        acc[j] = bias
-                    _plane_taps(frame, wp, kern, dh, dw, acc)
+                    _plane_taps(frame, wp, kern, dh, dw, acc, True, bias)
                     _unflatten(acc, wp, y[n, o])
                     continue
                 for i in range(oh):
@@ -629,12 +635,10 @@ def _dw_backward_input(g, top, left, hq, wq, wflip, dx, sh, sw, dh, dw, nchunk):
         acc = np.empty(length, dtype=dx.dtype)
         for t in range(chunk * tasks // nchunk, (chunk + 1) * tasks // nchunk):
             n, c = t // c_, t % c_
-            for j in range(length):
-                acc[j] = zero
             for k in range(m_):
                 o = c * m_ + k
                 _spread(g[n, o], frame, top, left, sh, sw, hq, wq)
-                _plane_taps(frame, wq, wflip[o, 0], dh, dw, acc)
+                _plane_taps(frame, wq, wflip[o, 0], dh, dw, acc, k == 0, zero)
             _unflatten(acc, wq, dx[n, c])
 
 
@@ -644,8 +648,10 @@ def _dw_wgrad(grad, x, top, left, hp, wp, dw_, db, has_bias, sh, sw, dh, dwl):
     # zero (Hp, Wp) frame; accumulates into dw_ (C M, 1, KH, KW) and db (C M,).
     # On the flattened frame, output pixel (i, j) sits at i sh Wp + j sw and its tap (ky, kx) reads
     # that index + ky dh Wp + kx dw: laid on that grid (zeros between), each gradient plane gives
-    # dw[o, 0, ky, kx] as one dot product of two contiguous rows per tap (three taps a loop for
-    # 3-wide kernels), run in x's dtype in running sums ("reassoc") and added up in float64.
+    # dw[o, 0, ky, kx] as one dot product of two contiguous rows per tap, run in x's dtype in
+    # running sums ("reassoc") and added up in float64: the 9 taps of a 3x3 kernel in one loop,
+    # otherwise those of a kernel row (3 wide) or one tap a loop. The first loop also sums the
+    # gradient for the bias (a loop of its own, after these, measured 2-3x slower).
     # Thread owns input channel c: it writes dw_ and db of output channels c M .. c M + M - 1.
     n_, o_, oh, ow = grad.shape
     c_ = x.shape[1]
@@ -653,37 +659,59 @@ def _dw_wgrad(grad, x, top, left, hp, wp, dw_, db, has_bias, sh, sw, dh, dwl):
     m_ = o_ // c_
     length = ((oh - 1) * sh * wp + (ow - 1) * sw + _loops.VEC) // _loops.VEC * _loops.VEC
     zero = dw_.dtype.type(0)
+    r1, r2 = dh * wp, 2 * dh * wp
     for c in prange(c_):
-        xf = np.zeros((1, hp * wp + _loops.VEC), dtype=x.dtype)
-        plane = xf[0]
+        plane = np.zeros(hp * wp + _loops.VEC, dtype=x.dtype)
         gf = np.zeros(length, dtype=dw_.dtype)
         acc = np.zeros((m_, kh, kw))
         bias = np.zeros(m_)
         for n in range(n_):
-            _place(x[n, c:c + 1], xf, 0, top, left, hp, wp)
+            _spread(x[n, c], plane, top, left, 1, 1, hp, wp)
             for k in range(m_):
                 _spread(grad[n, c * m_ + k], gf, 0, 0, sh, sw, oh * sh, wp)
-                if has_bias:
-                    bias[k] += _vmath.sum64(gf)
                 ak = acc[k]
+                if kh == 3 and kw == 3:
+                    s00, s01, s02 = (plane[0:length], plane[dwl:dwl + length],
+                                     plane[2 * dwl:2 * dwl + length])
+                    s10, s11, s12 = (plane[r1:r1 + length], plane[r1 + dwl:r1 + dwl + length],
+                                     plane[r1 + 2 * dwl:r1 + 2 * dwl + length])
+                    s20, s21, s22 = (plane[r2:r2 + length], plane[r2 + dwl:r2 + dwl + length],
+                                     plane[r2 + 2 * dwl:r2 + 2 * dwl + length])
+                    t00 = t01 = t02 = t10 = t11 = t12 = t20 = t21 = t22 = tb = zero
+                    for j in range(length):
+                        u = gf[j]
+                        t00, t01, t02 = t00 + u * s00[j], t01 + u * s01[j], t02 + u * s02[j]
+                        t10, t11, t12 = t10 + u * s10[j], t11 + u * s11[j], t12 + u * s12[j]
+                        t20, t21, t22 = t20 + u * s20[j], t21 + u * s21[j], t22 + u * s22[j]
+                        tb += u
+                    _add3(ak[0], t00, t01, t02)
+                    _add3(ak[1], t10, t11, t12)
+                    _add3(ak[2], t20, t21, t22)
+                    bias[k] += tb
+                    continue
                 for ky in range(kh):
                     base = ky * dh * wp
                     if kw == 3:
                         s0 = plane[base:base + length]
                         s1 = plane[base + dwl:base + dwl + length]
                         s2 = plane[base + 2 * dwl:base + 2 * dwl + length]
-                        t0 = t1 = t2 = zero
+                        t0 = t1 = t2 = tb = zero
                         for j in range(length):
                             u = gf[j]
-                            t0, t1, t2 = t0 + u * s0[j], t1 + u * s1[j], t2 + u * s2[j]
+                            t0, t1, t2, tb = t0 + u * s0[j], t1 + u * s1[j], t2 + u * s2[j], tb + u
                         _add3(ak[ky], t0, t1, t2)
-                    else:
-                        for kx in range(kw):
-                            s = plane[base + kx * dwl:base + kx * dwl + length]
-                            t0 = zero
-                            for j in range(length):
-                                t0 += gf[j] * s[j]
-                            ak[ky, kx] += t0
+                        if ky == 0:
+                            bias[k] += tb
+                        continue
+                    for kx in range(kw):
+                        s = plane[base + kx * dwl:base + kx * dwl + length]
+                        t0 = tb = zero
+                        for j in range(length):
+                            u = gf[j]
+                            t0, tb = t0 + u * s[j], tb + u
+                        ak[ky, kx] += t0
+                        if ky == 0 and kx == 0:
+                            bias[k] += tb
         for k in range(m_):
             o = c * m_ + k
             dst, src = dw_[o, 0], acc[k]

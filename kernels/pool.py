@@ -25,10 +25,9 @@ The global pool (OH = OW = 1) is one pass over each (n, c) plane.
 """
 import numba
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
-from kernels import _vmath
-from kernels._registry import compiled, kernel, register
+from kernels._registry import OPTIONS, compiled, kernel, register
 
 
 def out_size(size, k, s, p):
@@ -322,12 +321,13 @@ def adaptive_maxpool2d_forward_np(x, output_size):
     return np.ascontiguousarray(y), (r * w + q).astype(np.int64)
 
 
-@compiled(parallel_min=1 << 15)
+@compiled(parallel_min=1 << 15, fastmath=("reassoc",))
 def _adaptive_avg(x, y, nchunk):
     # y (N, C, OH, OW) = the bin means of x (N, C, H, W). Per output row, the bin's rows are summed
     # column by column (a vectorised loop over W) into float64 column sums, then each output adds
-    # its bin's columns. The (n, c) planes are split into nchunk chunks; a thread owns a chunk
-    # (with its column sums) and writes y[n, c] of its planes.
+    # its bin's columns; the global pool sums the whole plane in one loop, in float64 running sums
+    # ("reassoc" lets it vectorise). The (n, c) planes are split into nchunk chunks; a thread owns
+    # a chunk (with its column sums) and writes y[n, c] of its planes.
     n_, c_, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
     tasks = n_ * c_
@@ -337,7 +337,11 @@ def _adaptive_avg(x, y, nchunk):
             n, c = t // c_, t % c_
             plane, yp = x[n, c], y[n, c]
             if oh == 1 and ow == 1:
-                yp[0, 0] = _vmath.sum64(plane.reshape(h * w)) / (h * w)
+                flat = plane.reshape(h * w)
+                s = 0.0
+                for k in range(h * w):
+                    s += flat[k]
+                yp[0, 0] = s / (h * w)
                 continue
             for i in range(oh):
                 r0, r1 = i * h // oh, ((i + 1) * h + oh - 1) // oh
@@ -392,40 +396,82 @@ def _adaptive_avg_backward(grad, dx, nchunk):
                         drow[q] += share[q]
 
 
+@njit(inline="always", **OPTIONS)
+def _plane_max(plane, best, row, total):
+    # The first strict maximum of plane (H, W) in scan order, its flat index, and the plane's sum
+    # (NaN when it holds a NaN, or an inf and a -inf). The scan runs down the columns: best[q]
+    # and row[q] keep column q's first maximum and its row, total[q] its sum, so the loop over q
+    # carries no dependence and vectorises (a scan along the plane would not); the columns are
+    # then merged, ties going to the lower flat index.
+    h, w = plane.shape
+    for q in range(w):
+        best[q] = -np.inf
+        row[q] = 0
+        total[q] = 0
+    for r in range(h):
+        xrow = plane[r]
+        for q in range(w):
+            v = xrow[q]
+            m = v > best[q]
+            best[q] = v if m else best[q]
+            row[q] = r if m else row[q]
+            total[q] += v
+    value, where, s = best[0], row[0] * w, total[0]
+    for q in range(1, w):
+        k = row[q] * w + q
+        if best[q] > value or (best[q] == value and k < where):
+            value, where = best[q], k
+        s += total[q]
+    return value, where, s
+
+
 @compiled(parallel_min=1 << 15)
-def _adaptive_max(x, y, idx):
+def _adaptive_max(x, y, idx, nchunk):
     # y, idx (N, C, OH, OW): each bin's maximum and its flat index in the plane, scanned as
-    # maxpool2d_forward does (first strict maximum; a NaN sum sends the bin to the exact rescan).
-    # Thread owns plane (n, c) of y and idx; the global pool is one scan of the whole plane.
+    # maxpool2d_forward does (first strict maximum; a NaN sum sends the bin to the exact rescan);
+    # the global pool is one vectorised pass over the plane (_plane_max). The (n, c) planes are
+    # split into nchunk chunks; a thread owns a chunk (with _plane_max's column buffers) and
+    # writes y[n, c] and idx[n, c] of its planes.
     n_, c_, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
-    for t in prange(n_ * c_):
-        n, c = t // c_, t % c_
-        plane, yp, ip = x[n, c], y[n, c], idx[n, c]
-        for i in range(oh):
-            r0, r1 = i * h // oh, ((i + 1) * h + oh - 1) // oh
-            for j in range(ow):
-                q0, q1 = j * w // ow, ((j + 1) * w + ow - 1) // ow
-                best = x.dtype.type(-np.inf)
-                where = r0 * w + q0
-                total = x.dtype.type(0)
-                for r in range(r0, r1):
-                    xrow = plane[r]
-                    for q in range(q0, q1):
-                        v = xrow[q]
-                        total += v
-                        if v > best:
-                            best = v
-                            where = r * w + q
+    tasks = n_ * c_
+    ninf, zero = x.dtype.type(-np.inf), x.dtype.type(0)
+    for chunk in prange(nchunk):
+        cbest = np.empty(w, x.dtype)
+        crow = np.empty(w, np.int64)
+        ctotal = np.empty(w, x.dtype)
+        for t in range(chunk * tasks // nchunk, (chunk + 1) * tasks // nchunk):
+            n, c = t // c_, t % c_
+            plane, yp, ip = x[n, c], y[n, c], idx[n, c]
+            if oh == 1 and ow == 1:
+                best, where, total = _plane_max(plane, cbest, crow, ctotal)
                 if total != total:
-                    best, where = _nan_window_serial(plane, r0, r1, q0, q1, w)
-                yp[i, j] = best
-                ip[i, j] = where
+                    best, where = _nan_window_serial(plane, 0, h, 0, w, w)
+                yp[0, 0] = best
+                ip[0, 0] = where
+                continue
+            for i in range(oh):
+                r0, r1 = i * h // oh, ((i + 1) * h + oh - 1) // oh
+                for j in range(ow):
+                    q0, q1 = j * w // ow, ((j + 1) * w + ow - 1) // ow
+                    best, where, total = ninf, r0 * w + q0, zero
+                    for r in range(r0, r1):
+                        xrow = plane[r]
+                        for q in range(q0, q1):
+                            v = xrow[q]
+                            total += v
+                            if v > best:
+                                best = v
+                                where = r * w + q
+                    if total != total:
+                        best, where = _nan_window_serial(plane, r0, r1, q0, q1, w)
+                    yp[i, j] = best
+                    ip[i, j] = where
 
 
 def _pool_chunks(x):
-    """Chunks of the adaptive average kernels' (n, c) planes: a few per thread (any count gives
-    the same result)."""
+    """Chunks of the adaptive kernels' (n, c) planes: a few per thread (any count gives the same
+    result)."""
     return max(1, min(x.shape[0] * x.shape[1], 4 * numba.get_num_threads()))
 
 
@@ -444,7 +490,7 @@ def adaptive_avgpool2d_backward(grad, x_shape):
 def adaptive_maxpool2d_forward(x, output_size):
     y = np.empty(x.shape[:2] + tuple(output_size), x.dtype)
     idx = np.empty(y.shape, np.int64)
-    _adaptive_max(x, y, idx)
+    _adaptive_max(x, y, idx, _pool_chunks(x))
     return y, idx
 
 
