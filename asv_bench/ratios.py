@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmarks import common  # noqa: E402  (first: settles the thread settings)
 
 FAMILIES = ["linear", "activations", "softmax", "losses", "batchnorm", "dropout", "conv", "pool",
-            "optim", "layernorm", "embedding"]
+            "adaptive_pool", "optim", "layernorm", "embedding"]
 
 
 def _shape_text(key):

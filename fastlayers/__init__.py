@@ -32,7 +32,7 @@ from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntr
 from fastlayers.module import Module, Parameter, Sequential
 from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
 from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, Nadam, Optimizer, RMSprop
-from fastlayers.pooling import AvgPool2d, MaxPool2d
+from fastlayers.pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 from fastlayers.random import get_rng_state, manual_seed, set_rng_state
 from fastlayers.serialization import CheckpointError, load, save
 from fastlayers.sparse import Embedding
@@ -46,6 +46,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Adam",
     "AdamW",
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
     "CheckpointError",
     "clip_grad_norm_",
     "clip_grad_value_",

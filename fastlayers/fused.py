@@ -18,9 +18,10 @@ of its own. Results are those of the layers run one after the other, up to float
     must be non-decreasing so that pooling its output picks the input that pooling before it would.
     With running statistics (eval) the batch norm and activation fuse and the pool runs on its own.
 ``ConvBlock``: Conv2d whose input needs no gradient (``needs_input_grad`` False: a network's first
-    layer, as the training engine sets it), stride 1, at most ``CONV_BLOCK_MAX_TAPS`` input values
-    under the kernel, followed by a ``NormActivationPool`` pattern whose BatchNorm2d has the
-    convolution's output channels and dtype.
+    layer, as the training engine sets it), stride 1, one group, a numeric padding (the same on
+    both sides), at most ``CONV_BLOCK_MAX_TAPS`` input values under the kernel, followed by a
+    ``NormActivationPool`` pattern whose BatchNorm2d has the convolution's output channels and
+    dtype.
     The convolution's output is never written, in either direction (kernels/convbn.py). The
     backward gives no input gradient, hence the first layer only; the kernel's layout assumes
     stride 1.
@@ -162,6 +163,7 @@ class ConvBlock(FusedStep):
     @staticmethod
     def applies(conv, norm, activation, pool):
         return (isinstance(conv, Conv2d) and not conv.needs_input_grad and conv.stride == (1, 1)
+                and conv.groups == 1 and isinstance(conv.padding, tuple)
                 and conv.weight.data[0].size <= CONV_BLOCK_MAX_TAPS
                 and NormActivationPool.applies(norm, activation, pool)
                 and norm.num_features == conv.out_channels and norm.dtype == conv.weight.dtype)

@@ -104,8 +104,10 @@ def test_bad_inputs_raise_before_any_kernel_runs():
     before = conv.state_dict()
     with pytest.raises(ValueError, match="2 channels"):
         conv(np.zeros((1, 3, 5, 5), np.float32))
-    with pytest.raises(ValueError, match="4-D"):
-        conv(np.zeros((2, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="3-D or 4-D"):
+        conv(np.zeros((5, 5), np.float32))
+    with pytest.raises(ValueError, match="2 channels.*unbatched"):
+        conv(np.zeros((3, 5, 5), np.float32))
     with pytest.raises(TypeError, match="float32 or float64"):
         conv(np.zeros((1, 2, 5, 5), np.int64))
     with pytest.raises(TypeError, match="dtype"):
