@@ -25,8 +25,8 @@ from fastlayers.dropout import Dropout, Dropout2d
 from fastlayers.grad_mode import is_grad_enabled, no_grad, set_grad_enabled
 from fastlayers.gradcheck import gradcheck
 from fastlayers.linear import Flatten, Identity, Linear
-from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntropyLoss, MSELoss,
-                             NLLLoss)
+from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntropyLoss, HuberLoss,
+                             L1Loss, MSELoss, NLLLoss, SmoothL1Loss)
 from fastlayers.module import Module, Parameter, Sequential
 from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
 from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, Nadam, Optimizer, RMSprop
@@ -71,8 +71,10 @@ __all__ = [
     "is_grad_enabled",
     "no_grad",
     "set_grad_enabled",
+    "HuberLoss",
     "Identity",
     "keep_freed_memory",
+    "L1Loss",
     "LeakyReLU",
     "Linear",
     "load_dataset",
@@ -95,6 +97,7 @@ __all__ = [
     "SGD",
     "Sigmoid",
     "SimpleConv",
+    "SmoothL1Loss",
     "Softmax",
     "Tanh",
     "use_backend",
