@@ -29,7 +29,7 @@ def _float_probabilities(target, x):
 
 
 def _weight_arg(owner, name, value, ndim=None):
-    """``value`` checked as a weight: None, or a float32/float64 ndarray (of ``ndim`` dimensions)."""
+    """``value`` checked as a weight: None, or a float32/float64 ndarray (``ndim``-D if given)."""
     if value is None:
         return None
     if not isinstance(value, np.ndarray) or value.dtype not in _checks.FLOAT_DTYPES:
@@ -121,6 +121,9 @@ class _Loss(Module):
                 raise ValueError(f"{owner}.backward: grad_output shape {grad_output.shape} must "
                                  f"match the loss's shape {shape} (reduction='none')")
             return grad_output
+        if isinstance(grad_output, bool) or not isinstance(grad_output, numbers.Real):
+            raise TypeError(f"{owner}.backward: grad_output must be a numpy.ndarray of the loss's "
+                            f"shape {shape} (reduction='none'), got {type(grad_output).__name__}")
         if int(np.prod(shape)) != 1:
             raise RuntimeError(f"{owner}.backward: grad can be implicitly created only for scalar "
                                f"outputs; with reduction='none' the loss has shape {shape}: pass "
@@ -355,7 +358,7 @@ class CrossEntropyLoss(_ClassLoss):
         weight: a weight per class, a 1-D float array of length C (a buffer, cast to the input's
             dtype). Default: None.
         ignore_index: a class-index target value that is ignored (loss and gradient 0, left out of
-            the mean). Default: -100.
+            the mean); with probability targets it must stay -100, as PyTorch. Default: -100.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``. ``'mean'`` divides by the summed weights
             of the targets not ignored (class indices; NaN when all are ignored) or by the number
             of samples (probabilities).
@@ -379,6 +382,10 @@ class CrossEntropyLoss(_ClassLoss):
         ops, need = backend.ops(), is_grad_enabled()
         if _float_probabilities(target, x):
             t = self._float_target(x, target)
+            if self.ignore_index != -100:
+                raise ValueError(f"CrossEntropyLoss: ignore_index={self.ignore_index} applies to "
+                                 f"class-index targets only, not to class probabilities (PyTorch "
+                                 f"refuses it too); leave it at -100")
             loss, grad = ops.cross_entropy_probs_forward(view, t.reshape(view.shape), self._code,
                                                          need, w, self.label_smoothing)
         else:

@@ -163,7 +163,7 @@ def test_ce_rows_options_each_build(which, dtype):
     assert_grad(g, ref_g / norm, dtype)
 
 
-# ----------------------------------------------------------------------------------------- pointwise
+# ---------------------------------------------------------------------------------------- pointwise
 
 def pointwise_reference(kind, p, t, param=1.0, w=None, pw=None):
     """Per-element losses and gradients in float64, written without the twins' code."""
