@@ -33,6 +33,7 @@ from kernels.softmax import MEAN, NONE, SUM  # noqa: F401  (re-exported: the red
 
 CHUNK = 4096
 MSE, BCE, BCE_LOGITS, L1, HUBER, SMOOTH_L1 = range(6)
+_CHEAP = (MSE, L1, HUBER, SMOOTH_L1)     # the kinds without exp or log
 # Placeholders for an absent weight, per dtype: of the weight's type, so that one compiled signature
 # serves calls with and without weights.
 _NO_WEIGHT = {np.dtype(dt): np.empty(0, dt) for dt in (np.float32, np.float64)}
@@ -255,8 +256,9 @@ def _reduce(kind, p, t, reduction, need_grad, param=0.0, weight=None, pos_weight
     partial = np.zeros((n + CHUNK - 1) // CHUNK, np.float64)
     g = np.empty_like(p) if need_grad else np.empty(0, p.dtype)
     out = np.empty_like(p) if reduction == NONE else np.empty(0, p.dtype)
-    # MSE has no exp or log: a parallel launch pays only from twice the size (at 131k elements)
-    parallel = _pointwise.runs_parallel(n // 2 if kind == MSE else n)
+    # mse, l1 and huber have no exp or log: a parallel launch pays only from twice the size (at
+    # 131k elements)
+    parallel = _pointwise.runs_parallel(n // 2 if kind in _CHEAP else n)
     kern = _pointwise.parallel if parallel else _pointwise.serial
     kern(p.reshape(-1), t.reshape(-1), kind, float(param), scale, need_grad, g.reshape(-1),
          partial, _flat(weight, p), _flat(pos_weight, p), out.reshape(-1))
