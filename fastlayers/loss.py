@@ -118,8 +118,8 @@ class _Loss(Module):
                 raise TypeError(f"{owner}.backward: grad_output must have the input's dtype "
                                 f"{dtype}, got {grad_output.dtype}")
             if grad_output.shape != shape:
-                raise ValueError(f"{owner}.backward: grad_output shape {grad_output.shape} must "
-                                 f"match the loss's shape {shape} (reduction='none')")
+                raise ValueError(f"{owner}.backward: grad_output must have shape {shape} (the "
+                                 f"loss's, reduction='none'), got {grad_output.shape}")
             return grad_output
         if isinstance(grad_output, bool) or not isinstance(grad_output, numbers.Real):
             raise TypeError(f"{owner}.backward: grad_output must be a numpy.ndarray of the loss's "
@@ -434,6 +434,10 @@ class CrossEntropy(_Loss):
 
     loss = -mean_n log(max(p[n, y_n], eps)); target: class indices (N,) or one-hot/probability rows
     (N, C). For new code prefer :class:`CrossEntropyLoss` on logits, which is fused and stable.
+
+    Args:
+        eps: the floor of the probabilities under the log (> 0). Default: 1e-12.
+        reduction: ``'none'`` (one loss per row) | ``'mean'`` | ``'sum'``.
     """
 
     def __init__(self, eps=1e-12, reduction="mean"):
@@ -445,13 +449,14 @@ class CrossEntropy(_Loss):
         if p.size and not (p.min() >= 0 and p.max() <= 1):
             raise ValueError("CrossEntropy: input must hold probabilities in [0, 1] "
                              "(use CrossEntropyLoss on logits)")
-        if _float_probabilities(target, p):
+        probabilities = _float_probabilities(target, p)
+        if probabilities:
             t = self._float_target(p, target)
         else:
             labels = _checks.class_labels(target, p.shape[0], p.shape[1], type(self).__name__)
         clipped = np.maximum(p, p.dtype.type(self.eps))
         logp = np.log(clipped)
-        if _float_probabilities(target, p):
+        if probabilities:
             losses = -(t * logp).sum(axis=1, dtype=np.float64)
             scale = 1.0 / p.shape[0] if self._code == MEAN and p.shape[0] else 1.0
             loss = losses.astype(p.dtype) if self._code == NONE else losses.sum() * scale
