@@ -8,6 +8,7 @@ and take a real ``grad_output`` (default 1), or ``"none"``, which gives the per-
 an array and takes a ``grad_output`` array of that shape (a number only when the loss has one
 element: PyTorch's "grad can be implicitly created only for scalar outputs").
 """
+import math
 import numbers
 
 import numpy as np
@@ -124,7 +125,7 @@ class _Loss(Module):
         if isinstance(grad_output, bool) or not isinstance(grad_output, numbers.Real):
             raise TypeError(f"{owner}.backward: grad_output must be a numpy.ndarray of the loss's "
                             f"shape {shape} (reduction='none'), got {type(grad_output).__name__}")
-        if int(np.prod(shape)) != 1:
+        if math.prod(shape) != 1:
             raise RuntimeError(f"{owner}.backward: grad can be implicitly created only for scalar "
                                f"outputs; with reduction='none' the loss has shape {shape}: pass "
                                f"backward(grad_output) an array of that shape")
@@ -319,7 +320,7 @@ class _ClassLoss(_Loss):
                              f"got shape {x.shape}")
         if x.ndim == 1:
             return x, x.reshape(1, c), c, (), axis
-        view = x if x.ndim == 2 else x.reshape(x.shape[0], c, int(np.prod(x.shape[2:])))
+        view = x if x.ndim == 2 else x.reshape(x.shape[0], c, math.prod(x.shape[2:]))
         return x, view, c, x.shape[:1] + x.shape[2:], axis
 
     def _class_weight(self, c, dtype):
@@ -336,7 +337,7 @@ class _ClassLoss(_Loss):
         labels = _checks.class_labels(target, shape, c, type(self).__name__, self.ignore_index)
         if len(shape) <= 1:
             return labels.reshape(-1)
-        return labels.reshape(shape[0], int(np.prod(shape[1:])))
+        return labels.reshape(shape[0], math.prod(shape[1:]))
 
     def _result(self, loss, grad, x, shape, axis):
         """The kernel's loss and gradient back in the shapes of the loss and the input."""

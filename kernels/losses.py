@@ -24,6 +24,8 @@ depend on the thread count. The compiled exp/log/log1p are kernels/_vmath.py's (
 Numba's np.exp and np.log are scalar libm calls). mse, l1, huber and bce compute each element in
 float64; bce_logits in the input's precision (float32 for float32 inputs, like PyTorch), see below.
 """
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -35,9 +37,11 @@ from kernels.softmax import unit_weights
 CHUNK = 4096
 MSE, BCE, BCE_LOGITS, L1, HUBER, SMOOTH_L1 = range(6)
 _CHEAP = (MSE, L1, HUBER, SMOOTH_L1)     # the kinds without exp or log
-# Placeholders for an absent weight, per dtype: of the weight's type, so that one compiled signature
-# serves calls with and without weights.
+# Placeholders for an absent weight (and nll's absent gradient), per dtype: of the real array's type,
+# so that one compiled signature serves calls with and without them.
 _NO_WEIGHT = {np.dtype(dt): np.empty(0, dt) for dt in (np.float32, np.float64)}
+_NO_GRADIENT = {np.dtype(dt): np.empty((0, 0, 0), dt) for dt in (np.float32, np.float64)}
+_NO_LOSSES = np.empty((0, 0), np.float64)
 
 
 # ----------------------------------------------------------------------------------------- NumPy twins
@@ -301,17 +305,21 @@ def bce_logits_forward(x, t, reduction, need_grad, weight=None, pos_weight=None)
 
 @compiled(parallel_min=None)
 def _nll(logp, labels, w, ignore_index, reduction, need_grad, losses, g):
-    # logp, g: (N, C, S); labels, losses: (N, S); w: (C,). Serial: N is a batch, the work is N*S
-    # loads. Returns the gradient's scale (1 / the summed weights under MEAN, else 1).
+    # logp, g: (N, C, S); labels: (N, S); w: (C,); losses: (N, S) under NONE (else not written).
+    # Serial: N is a batch, the work is N*S loads. Returns the sum of the losses and the gradient's
+    # scale (1 / the summed weights of the targets not ignored under MEAN, else 1).
     total = 0.0
+    loss = 0.0
     for n in range(logp.shape[0]):
         for s in range(logp.shape[2]):
             y = labels[n, s]
-            if y == ignore_index:
-                losses[n, s] = 0.0
-            else:
-                losses[n, s] = -np.float64(w[y]) * logp[n, y, s]
+            li = 0.0
+            if y != ignore_index:
+                li = -np.float64(w[y]) * logp[n, y, s]
+                loss += li
                 total += w[y]
+            if reduction == NONE:
+                losses[n, s] = li
     scale = 1.0 / total if reduction == MEAN else 1.0     # inf when every target is ignored
     if need_grad:
         for n in range(logp.shape[0]):
@@ -319,21 +327,21 @@ def _nll(logp, labels, w, ignore_index, reduction, need_grad, losses, g):
                 y = labels[n, s]
                 if y != ignore_index:
                     g[n, y, s] = -w[y] * scale
-    return scale
+    return loss, scale
 
 
 def nll_forward(logp, labels, reduction, need_grad, weight=None, ignore_index=-100):
     n, c = logp.shape[:2]
-    s = int(np.prod(logp.shape[2:]))
+    s = math.prod(logp.shape[2:])
     w = unit_weights(c, logp.dtype) if weight is None else weight
-    losses = np.empty((n, s), np.float64)
-    g = np.zeros_like(logp) if need_grad else np.empty((0, 0), logp.dtype)
-    scale = _nll(logp.reshape(n, c, s), labels.reshape(n, s), w, ignore_index, reduction,
-                 need_grad, losses, g.reshape(n, c, s) if need_grad else g.reshape(0, 0, 0))
+    losses = np.empty((n, s), np.float64) if reduction == NONE else _NO_LOSSES
+    g = np.zeros(logp.shape, logp.dtype) if need_grad else _NO_GRADIENT[logp.dtype]
+    total, scale = _nll(logp.reshape(n, c, s), labels.reshape(n, s), w, ignore_index, reduction,
+                        need_grad, losses, g.reshape(n, c, s) if need_grad else g)
     if reduction == NONE:
         loss = losses.astype(logp.dtype).reshape(labels.shape)
     else:
-        loss = float(losses.sum()) * scale
+        loss = total * scale
     return loss, (g if need_grad else None)
 
 

@@ -23,6 +23,7 @@ The elementwise exponentials are kernels/_vmath.py's exp, in a loop of their own
 vectorises (Numba's np.exp is a scalar libm call); the one log per row stays np.log.
 """
 import functools
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -79,7 +80,7 @@ def _ce_np(x, q, denom, reduction, need_grad, out_shape, keep=None):
 
 
 def _spatial(x):
-    return int(np.prod(x.shape[2:]))
+    return math.prod(x.shape[2:])
 
 
 def cross_entropy_forward_np(x, labels, reduction, need_grad, weight=None, ignore_index=-100,
