@@ -37,8 +37,8 @@ from kernels.softmax import unit_weights
 CHUNK = 4096
 MSE, BCE, BCE_LOGITS, L1, HUBER, SMOOTH_L1 = range(6)
 _CHEAP = (MSE, L1, HUBER, SMOOTH_L1)     # the kinds without exp or log
-# Placeholders for an absent weight (and nll's absent gradient), per dtype: of the real array's type,
-# so that one compiled signature serves calls with and without them.
+# Placeholders for an absent weight (and nll's absent gradient), per dtype: of the real array's
+# type, so that one compiled signature serves calls with and without them.
 _NO_WEIGHT = {np.dtype(dt): np.empty(0, dt) for dt in (np.float32, np.float64)}
 _NO_GRADIENT = {np.dtype(dt): np.empty((0, 0, 0), dt) for dt in (np.float32, np.float64)}
 _NO_LOSSES = np.empty((0, 0), np.float64)
