@@ -27,8 +27,8 @@ from fastlayers.grad_mode import is_grad_enabled, no_grad, set_grad_enabled
 from fastlayers.gradcheck import gradcheck
 from fastlayers.layernorm import LayerNorm
 from fastlayers.linear import Flatten, Identity, Linear
-from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntropyLoss, MSELoss,
-                             NLLLoss)
+from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntropyLoss, HuberLoss,
+                             L1Loss, MSELoss, NLLLoss, SmoothL1Loss)
 from fastlayers.module import Module, Parameter, Sequential
 from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
 from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, Nadam, Optimizer, RMSprop
@@ -78,9 +78,11 @@ __all__ = [
     "is_grad_enabled",
     "no_grad",
     "set_grad_enabled",
+    "HuberLoss",
     "Identity",
     "init",
     "keep_freed_memory",
+    "L1Loss",
     "LayerNorm",
     "LeakyReLU",
     "Linear",
@@ -106,6 +108,7 @@ __all__ = [
     "SGD",
     "Sigmoid",
     "SimpleConv",
+    "SmoothL1Loss",
     "Softmax",
     "Tanh",
     "to_torch",

@@ -57,21 +57,29 @@ def same_shape(input, target, owner, name="target", reference="input"):
                          f"{input.shape}")
 
 
-def class_labels(target, n, num_classes, owner):
-    """Check integer class labels: shape (n,), an integer dtype, every value in [0, num_classes).
+def class_labels(target, shape, num_classes, owner, ignore_index=None):
+    """Check integer class labels: ``shape`` (a tuple, or an int n for (n,)), an integer dtype,
+    every value in [0, num_classes) or equal to ``ignore_index`` (None: no value is ignored).
     Returns them as a contiguous int64 array."""
+    shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(shape)
     if not isinstance(target, np.ndarray):
         raise TypeError(f"{owner}: target must be a numpy.ndarray of class indices, "
                         f"got {type(target).__name__}")
     if not np.issubdtype(target.dtype, np.integer):
         raise TypeError(f"{owner}: class-index target must have an integer dtype, got {target.dtype} "
                         f"(for class probabilities pass a float target shaped like the input)")
-    if target.shape != (n,):
-        raise ValueError(f"{owner}: class-index target must have shape ({n},), got {target.shape}")
-    if n and (target.min() < 0 or target.max() >= num_classes):
-        bad = target[(target < 0) | (target >= num_classes)][0]
-        raise ValueError(f"{owner}: target values must be in [0, {num_classes}), found {bad}")
-    return np.ascontiguousarray(target, dtype=np.int64)
+    if target.shape != shape:
+        raise ValueError(f"{owner}: class-index target must have shape {shape}, got {target.shape}")
+    if target.size and (target.min() < 0 or target.max() >= num_classes):
+        bad = (target < 0) | (target >= num_classes)
+        if ignore_index is not None:
+            bad &= target != ignore_index
+        if bad.any():
+            allowed = f"[0, {num_classes})" + ("" if ignore_index is None else
+                                               f" or equal ignore_index={ignore_index}")
+            raise ValueError(f"{owner}: target values must be in {allowed}, found "
+                             f"{target[bad][0]}")
+    return np.asarray(target, dtype=np.int64, order="C")      # (ascontiguousarray: 0-d -> 1-d)
 
 
 def boolean(name, value):

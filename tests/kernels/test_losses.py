@@ -107,7 +107,8 @@ def test_pointwise_helper_each_build_over_several_chunks(which, dtype, kind, num
     p, t = pair(kind, (n,), dtype, 11)
     partial = np.zeros((n + L.CHUNK - 1) // L.CHUNK)
     g = np.empty_like(p)
-    getattr(L._pointwise, which)(p, t, kind, 1.0 / n, True, g, partial)
+    none = np.empty(0, dtype)
+    getattr(L._pointwise, which)(p, t, kind, 0.0, 1.0 / n, True, g, partial, none, none, none)
     with np.errstate(divide="ignore"):
         loss_ref, g_ref = getattr(numpy_ops, FORWARD[kind])(p, t, L.MEAN, True)
     np.testing.assert_allclose(partial.sum() / n, loss_ref, rtol=loss_rtol(kind, dtype))

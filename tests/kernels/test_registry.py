@@ -138,7 +138,8 @@ def test_loss_sum_does_not_depend_on_thread_count(kind):
             numba.set_num_threads(threads)
             partial = np.zeros((n + losses.CHUNK - 1) // losses.CHUNK)
             g = np.empty_like(p)
-            losses._pointwise.parallel(p, t, kind, 1.0, True, g, partial)
+            none = np.empty(0)
+            losses._pointwise.parallel(p, t, kind, 0.0, 1.0, True, g, partial, none, none, none)
             results.append((partial.sum(), g.copy()))
     finally:
         numba.set_num_threads(saved)
