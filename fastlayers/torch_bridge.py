@@ -28,7 +28,7 @@ _LAYERS = [
     (dropout.Dropout, "Dropout", ("p",), {}),
     (dropout.Dropout2d, "Dropout2d", ("p",), {}),
     (conv.Conv2d, "Conv2d", ("in_channels", "out_channels", "kernel_size", "stride", "padding",
-                             "dilation", "bias"), {"padding_mode": "zeros", "groups": 1}),
+                             "dilation", "groups", "bias"), {"padding_mode": "zeros"}),
     (pooling.MaxPool2d, "MaxPool2d", ("kernel_size", "stride", "padding"),
      {"dilation": 1, "ceil_mode": False, "return_indices": False}),
     (pooling.AvgPool2d, "AvgPool2d", ("kernel_size", "stride", "padding"),
@@ -43,6 +43,18 @@ _LAYERS = [
      {}),
     (sparse.Embedding, "Embedding", ("num_embeddings", "embedding_dim", "padding_idx"),
      {"max_norm": None, "scale_grad_by_freq": False, "sparse": False}),
+    (pooling.AdaptiveAvgPool2d, "AdaptiveAvgPool2d", ("output_size",), {}),
+    (pooling.AdaptiveMaxPool2d, "AdaptiveMaxPool2d", ("output_size", "return_indices"), {}),
+    # losses
+    (loss.MSELoss, "MSELoss", ("reduction",), {}),
+    (loss.L1Loss, "L1Loss", ("reduction",), {}),
+    (loss.HuberLoss, "HuberLoss", ("reduction", "delta"), {}),
+    (loss.SmoothL1Loss, "SmoothL1Loss", ("reduction", "beta"), {}),
+    (loss.BCELoss, "BCELoss", ("weight", "reduction"), {}),
+    (loss.BCEWithLogitsLoss, "BCEWithLogitsLoss", ("weight", "reduction", "pos_weight"), {}),
+    (loss.CrossEntropyLoss, "CrossEntropyLoss",
+     ("weight", "ignore_index", "reduction", "label_smoothing"), {}),
+    (loss.NLLLoss, "NLLLoss", ("weight", "ignore_index", "reduction"), {}),
 ]
 _CONTAINERS = [(module.Sequential, "Sequential"), (container.ModuleList, "ModuleList"),
                (container.ModuleDict, "ModuleDict")]
@@ -153,17 +165,6 @@ def from_torch(m, _path=""):
     return twin.train(m.training)
 
 
-def loss_to_torch(criterion):
-    """The ``torch.nn`` loss equivalent to a fastlayers loss."""
-    nn = torch.nn
-    table = {loss.CrossEntropyLoss: nn.CrossEntropyLoss, loss.NLLLoss: nn.NLLLoss,
-             loss.MSELoss: nn.MSELoss, loss.BCELoss: nn.BCELoss,
-             loss.BCEWithLogitsLoss: nn.BCEWithLogitsLoss}
-    if type(criterion) not in table:
-        raise TypeError(f"no PyTorch equivalent known for {type(criterion).__name__}")
-    return table[type(criterion)](reduction=criterion.reduction)
-
-
 def optimizer_to_torch(opt, params):
     """A ``torch.optim`` optimizer over ``params`` with ``opt``'s hyperparameters (fresh state)."""
     d = dict(opt.defaults)
@@ -185,7 +186,7 @@ class TorchEngine:
                  clip_grad=None):
         from fastlayers.train import make_scheduler
         self.model = to_torch(model)
-        self.loss_fn = loss_to_torch(loss_fn)
+        self.loss_fn = to_torch(loss_fn)
         self.optimizer = optimizer_to_torch(optimizer, self.model.parameters())
         self.scheduler = make_scheduler(torch.optim.lr_scheduler, schedule, self.optimizer,
                                         optimizer.defaults["lr"], total_steps)

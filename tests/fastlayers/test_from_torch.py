@@ -24,7 +24,11 @@ LAYERS = {
     "Flatten": (lambda: nn.Flatten(1, 2), (2, 3, 4, 5)),
     "Conv2d": (lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1, dilation=1), (2, 3, 9, 9)),
     "Conv2d-nobias": (lambda: nn.Conv2d(2, 3, (3, 2), bias=False), (2, 2, 6, 5)),
+    "Conv2d-depthwise-same": (lambda: nn.Conv2d(4, 8, 3, padding="same", groups=4), (2, 4, 6, 6)),
+    "Conv2d-grouped-valid": (lambda: nn.Conv2d(4, 6, 2, padding="valid", groups=2), (2, 4, 5, 5)),
     "MaxPool2d": (lambda: nn.MaxPool2d(2), (2, 3, 6, 6)),
+    "AdaptiveAvgPool2d": (lambda: nn.AdaptiveAvgPool2d((2, None)), (2, 3, 5, 4)),
+    "AdaptiveMaxPool2d": (lambda: nn.AdaptiveMaxPool2d(1), (2, 3, 5, 4)),
     "AvgPool2d": (lambda: nn.AvgPool2d(3, stride=2, padding=1), (2, 3, 7, 7)),
     "BatchNorm1d": (lambda: nn.BatchNorm1d(4, momentum=0.2), (6, 4)),
     "BatchNorm2d": (lambda: nn.BatchNorm2d(3, eps=1e-3, affine=False), (4, 3, 5, 5)),
@@ -137,6 +141,43 @@ def test_embedding(freeze):
     back = fl.to_torch(ours)
     assert back.weight.requires_grad == (not freeze) and back.padding_idx == 2
     assert torch.equal(back.weight, theirs.weight)
+
+
+LOSSES = [
+    lambda: nn.MSELoss(reduction="sum"), nn.L1Loss, lambda: nn.HuberLoss(delta=0.5),
+    lambda: nn.SmoothL1Loss(reduction="none", beta=0.3),
+    lambda: nn.CrossEntropyLoss(weight=torch.rand(4, dtype=torch.float64) + 0.5, ignore_index=1, label_smoothing=0.2),
+    lambda: nn.NLLLoss(reduction="sum", ignore_index=2),
+    lambda: nn.BCELoss(weight=torch.rand(4, dtype=torch.float64)),
+    lambda: nn.BCEWithLogitsLoss(pos_weight=torch.rand(4, dtype=torch.float64) + 0.5),
+]
+
+
+@pytest.mark.parametrize("factory", LOSSES)
+def test_losses(factory):
+    theirs = factory()
+    ours = fl.from_torch(theirs)
+    name = type(theirs).__name__
+    r = np.random.default_rng(0)
+    x = r.standard_normal((6, 4))
+    if name in ("CrossEntropyLoss", "NLLLoss"):
+        target = r.integers(0, 4, 6)
+    elif name == "BCELoss":
+        x, target = 1 / (1 + np.exp(-x)), r.random((6, 4))
+    else:
+        target = r.standard_normal((6, 4))
+    value = ours(x, target)
+    xt = T(x, grad=True)
+    tvalue = theirs(xt, T(target))
+    np.testing.assert_allclose(value, tvalue.detach().numpy(), rtol=1e-10)
+    g = np.ones(np.shape(value)) if theirs.reduction == "none" else 1.0
+    tvalue.backward(T(g) if theirs.reduction == "none" else None)
+    np.testing.assert_allclose(ours.backward(g), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    back = fl.to_torch(ours)
+    assert repr(back) == repr(theirs)
+    assert list(back.state_dict()) == list(theirs.state_dict())
+    for k, v in theirs.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v)
 
 
 class Custom(nn.Module):
