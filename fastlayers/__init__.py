@@ -16,7 +16,8 @@ PyTorch-style modules with an explicit backward::
     opt.step()
 """
 import kernels  # noqa: F401  (first: it settles the thread pools, see kernels/__init__.py)
-from fastlayers.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from fastlayers.activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSoftmax, ReLU, ReLU6, SiLU,
+                                   Sigmoid, Softmax, Softplus, Tanh)
 from fastlayers.backend import get_backend, set_backend, use_backend
 from fastlayers.clip import clip_grad_norm_, clip_grad_value_
 from fastlayers.conv import Conv2d, SimpleConv
@@ -63,11 +64,14 @@ __all__ = [
     "DataLoader",
     "Dropout",
     "Dropout2d",
+    "ELU",
     "Flatten",
+    "GELU",
     "get_backend",
     "get_blas_threads",
     "get_num_threads",
     "gradcheck",
+    "Hardtanh",
     "is_grad_enabled",
     "no_grad",
     "set_grad_enabled",
@@ -88,14 +92,17 @@ __all__ = [
     "Optimizer",
     "Parameter",
     "ReLU",
+    "ReLU6",
     "RMSprop",
     "Sequential",
     "set_backend",
     "set_num_threads",
     "SGD",
     "Sigmoid",
+    "SiLU",
     "SimpleConv",
     "Softmax",
+    "Softplus",
     "Tanh",
     "use_backend",
     "use_deterministic_algorithms",
