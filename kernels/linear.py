@@ -46,7 +46,7 @@ def linear_forward(x, w, b, act, params):
     if b is not None:
         bias_act_forward(z, b, y, act, params)
     elif act != IDENTITY:
-        _act_flat[act](z.reshape(-1), y.reshape(-1), params)
+        _act_flat[act](z.reshape(-1), y.reshape(-1), *params)
     return y, (z if act in NEEDS_INPUT else y)
 
 

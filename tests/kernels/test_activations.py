@@ -274,20 +274,20 @@ def test_private_flat_helpers_each_build(which, act, numpy_ops, close):
     params = {A.LEAKY_RELU: (0.1, 0.0), A.HARDTANH: (-0.5, 0.7), A.ELU: (0.8, 0.0),
               A.SOFTPLUS: (1.5, 2.0)}.get(act, A.NO_PARAMS)
     out = np.empty_like(x)
-    getattr(A._act_flat[act], which)(x.reshape(-1), out.reshape(-1), params)
+    getattr(A._act_flat[act], which)(x.reshape(-1), out.reshape(-1), *params)
     y = numpy_ops.activation_forward(x, act, params)
     close(out, y, dtype)
     s = saved(act, x, y)
     grad = rng.standard_normal(x.shape).astype(dtype)
     gout = np.empty_like(x)
     getattr(A._act_grad_flat[act], which)(grad.reshape(-1), s.reshape(-1), gout.reshape(-1),
-                                          params)
+                                          *params)
     close(gout, numpy_ops.activation_backward(grad, s, act, params), dtype, **grad_tol(act, dtype))
     g_ref, gb_ref = numpy_ops.act_bias_backward(grad, s, act, params)
     for block in (1, 16, 36, 37, 64):          # column blocks per thread; the last one may be short
         g = np.empty_like(x)
         gb = np.zeros(x.shape[1], dtype)
-        getattr(A._act_bias_backward[act], which)(grad, s, g, gb, params, block)
+        getattr(A._act_bias_backward[act], which)(grad, s, g, gb, *params, block)
         close(g, gout, dtype, rtol=0, atol=0)            # the same kernel, row by row
         close(gb, gb_ref, dtype, atol=1e-4 if act == A.GELU_TANH else 1e-5)
 

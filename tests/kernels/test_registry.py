@@ -135,7 +135,7 @@ def test_build_fixture_really_runs_the_parallel_build(build):
     x = np.linspace(-3, 3, 37)
     out = np.empty_like(x)
     relu = activations._act_flat[activations.RELU]
-    relu(x, out, activations.NO_PARAMS)
+    relu(x, out, *activations.NO_PARAMS)
     np.testing.assert_array_equal(out, np.maximum(x, 0))
     disp = relu.parallel if build == "parallel" else relu.serial
     assert any(sig[0] == numba.typeof(x) for sig in disp.signatures)
