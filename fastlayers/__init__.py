@@ -16,7 +16,8 @@ PyTorch-style modules with an explicit backward::
     opt.step()
 """
 import kernels  # noqa: F401  (first: it settles the thread pools, see kernels/__init__.py)
-from fastlayers.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from fastlayers.activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSoftmax, ReLU, ReLU6, SiLU,
+                                   Sigmoid, Softmax, Softplus, Tanh)
 from fastlayers.backend import get_backend, set_backend, use_backend
 from fastlayers.clip import clip_grad_norm_, clip_grad_value_
 from fastlayers.container import ModuleDict, ModuleList
@@ -68,13 +69,16 @@ __all__ = [
     "DataLoader",
     "Dropout",
     "Dropout2d",
+    "ELU",
     "Embedding",
     "Flatten",
     "from_torch",
+    "GELU",
     "get_backend",
     "get_blas_threads",
     "get_num_threads",
     "gradcheck",
+    "Hardtanh",
     "is_grad_enabled",
     "no_grad",
     "set_grad_enabled",
@@ -101,15 +105,18 @@ __all__ = [
     "Optimizer",
     "Parameter",
     "ReLU",
+    "ReLU6",
     "RMSprop",
     "Sequential",
     "set_backend",
     "set_num_threads",
     "SGD",
     "Sigmoid",
+    "SiLU",
     "SimpleConv",
     "SmoothL1Loss",
     "Softmax",
+    "Softplus",
     "Tanh",
     "to_torch",
     "use_backend",

@@ -1,8 +1,10 @@
-"""Activation modules: ReLU, LeakyReLU, Sigmoid, Tanh (elementwise), Softmax and LogSoftmax.
+"""Activation modules: elementwise (ReLU, LeakyReLU, Sigmoid, Tanh, Hardtanh, ReLU6, GELU, SiLU,
+ELU, Softplus), Softmax and LogSoftmax.
 
-The elementwise ones carry an ``act`` code and ``slope`` so that :class:`~fastlayers.Sequential` can
-fuse them into the preceding Linear (or BatchNorm); run on their own they call the activation kernels.
-Each caches its output, from which its derivative follows.
+The elementwise ones carry an ``act`` code and its ``params`` (kernels/activations.py) so that
+:class:`~fastlayers.Sequential` can fuse them into the preceding Linear (and ReLU/LeakyReLU into a
+BatchNorm); run on their own they call the activation kernels. Each caches what its derivative
+follows from: its output, or its input for the codes in ``kernels.activations.NEEDS_INPUT``.
 """
 import numpy as np
 
@@ -13,20 +15,21 @@ from kernels import activations as _codes
 
 class _Elementwise(Module):
     act = None
-    slope = 0.0
+    params = _codes.NO_PARAMS
 
     def forward(self, x):
         x = _checks.float_array(x, "input", owner=type(self).__name__)
-        y = backend.ops().activation_forward(x, self.act, self.slope)
-        self._cache = y
+        act, params = self.act, self.params
+        y = backend.ops().activation_forward(x, act, params)
+        self._cache = (_codes.saved_for_backward(act, x, y), act, params)
         return y
 
     def backward(self, grad_output):
-        y = self._saved()
-        g = _checks.float_array(grad_output, "grad_output", dtype=y.dtype,
+        s, act, params = self._saved()
+        g = _checks.float_array(grad_output, "grad_output", dtype=s.dtype,
                                 owner=type(self).__name__)
-        _checks.same_shape(y, g, type(self).__name__, "grad_output", "output")
-        return backend.ops().activation_backward(g, y, self.act, self.slope)
+        _checks.same_shape(s, g, type(self).__name__, "grad_output", "output")
+        return backend.ops().activation_backward(g, s, act, params)
 
 
 class ReLU(_Elementwise):
@@ -46,6 +49,10 @@ class LeakyReLU(_Elementwise):
     def negative_slope(self):
         return self.slope
 
+    @property
+    def params(self):
+        return (self.slope, 0.0)
+
     def extra_repr(self):
         return f"negative_slope={self.slope:g}"
 
@@ -58,6 +65,143 @@ class Sigmoid(_Elementwise):
 class Tanh(_Elementwise):
     """tanh(x), elementwise."""
     act = _codes.TANH
+
+
+class Hardtanh(_Elementwise):
+    """Applies the HardTanh function elementwise: ``max_val`` if x > max_val, ``min_val`` if
+    x < min_val, else x (NaN stays NaN).
+
+    Args:
+        min_val: minimum value of the linear region. Default: -1.
+        max_val: maximum value of the linear region, greater than ``min_val``. Default: 1.
+
+    Shape:
+        - Input: (*), any number of dimensions.
+        - Output: (*), the shape of the input.
+
+    The gradient is 1 strictly inside (min_val, max_val) and 0 elsewhere, at the two boundaries
+    and at NaN included (as ``torch.nn.Hardtanh``).
+    """
+    act = _codes.HARDTANH
+
+    def __init__(self, min_val=-1.0, max_val=1.0):
+        super().__init__()
+        self.min_val = _checks.real("min_val", min_val)
+        self.max_val = _checks.real("max_val", max_val)
+        if self.max_val <= self.min_val:
+            raise ValueError(f"{type(self).__name__}: max_val ({self.max_val:g}) must be greater "
+                             f"than min_val ({self.min_val:g})")
+
+    @property
+    def params(self):
+        return (self.min_val, self.max_val)
+
+    def extra_repr(self):
+        return f"min_val={self.min_val}, max_val={self.max_val}"
+
+
+class ReLU6(Hardtanh):
+    """Applies min(max(0, x), 6) elementwise: :class:`Hardtanh` with min_val 0 and max_val 6.
+
+    Shape:
+        - Input: (*), any number of dimensions.
+        - Output: (*), the shape of the input.
+    """
+
+    def __init__(self):
+        super().__init__(0.0, 6.0)
+
+    def extra_repr(self):
+        return ""
+
+
+class GELU(_Elementwise):
+    """Applies the Gaussian Error Linear Unit elementwise: x * Phi(x), Phi the cumulative
+    distribution function of the standard normal distribution, x/2 (1 + erf(x / sqrt 2)).
+
+    Args:
+        approximate: ``'none'`` (default) for the exact form; ``'tanh'`` for
+            0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).
+
+    Shape:
+        - Input: (*), any number of dimensions.
+        - Output: (*), the shape of the input.
+    """
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if not isinstance(approximate, str):
+            raise TypeError(f"approximate must be a str, 'none' or 'tanh', got {approximate!r}")
+        self.approximate = _checks.choice("approximate", approximate, ("none", "tanh"))
+
+    @property
+    def act(self):
+        return _codes.GELU_TANH if self.approximate == "tanh" else _codes.GELU
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(_Elementwise):
+    """Applies the Sigmoid Linear Unit (swish) elementwise: x * sigmoid(x), as x / (1 + exp(-x)).
+
+    Shape:
+        - Input: (*), any number of dimensions.
+        - Output: (*), the shape of the input.
+    """
+    act = _codes.SILU
+
+
+class ELU(_Elementwise):
+    """Applies the Exponential Linear Unit elementwise: x if x > 0 else alpha * (exp(x) - 1)
+    (computed with expm1).
+
+    Args:
+        alpha: the value the negative part tends to, as -alpha. Default: 1.
+
+    Shape:
+        - Input: (*), any number of dimensions.
+        - Output: (*), the shape of the input.
+    """
+    act = _codes.ELU
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = _checks.real("alpha", alpha)
+
+    @property
+    def params(self):
+        return (self.alpha, 0.0)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class Softplus(_Elementwise):
+    """Applies 1/beta * log(1 + exp(beta * x)) elementwise; x itself where beta * x > threshold
+    (for numerical stability, as ``torch.nn.Softplus``).
+
+    Args:
+        beta: the beta of the formula, > 0. Default: 1.
+        threshold: above this value of beta * x the function is linear. Default: 20.
+
+    Shape:
+        - Input: (*), any number of dimensions.
+        - Output: (*), the shape of the input.
+    """
+    act = _codes.SOFTPLUS
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        self.beta = _checks.real("beta", beta, low=0.0, low_open=True)
+        self.threshold = _checks.real("threshold", threshold)
+
+    @property
+    def params(self):
+        return (self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
 
 
 class _RowWise(Module):

@@ -5,13 +5,14 @@ A Sequential asks :func:`plan` for the steps of each forward. Where one of these
 its layers run as one step whose kernels make fewer passes over memory; every other layer is a step
 of its own. Results are those of the layers run one after the other, up to float rounding.
 
-``LinearActivation``: Linear, then ReLU, LeakyReLU, Sigmoid or Tanh.
+``LinearActivation``: Linear, then any elementwise activation (ReLU, LeakyReLU, Sigmoid, Tanh,
+    Hardtanh, ReLU6, GELU, SiLU, ELU, Softplus).
     The bias and the activation are one pass after the GEMM; on the way back the activation's
     derivative and the bias gradient are one pass (kernels/linear.py).
 ``NormActivation``: BatchNorm1d, BatchNorm2d or BatchNorm, then ReLU or LeakyReLU.
     The activation is applied in the normalise pass and its derivative in the backward pass. Only
-    activations of the form "z if z > 0 else s z" fold into those passes; Sigmoid and Tanh after a
-    batch norm run as steps of their own.
+    activations of the form "z if z > 0 else s z" (kernels.batchnorm.FUSED_ACTS) fold into those
+    passes; any other after a batch norm runs as a step of its own.
 ``NormActivationPool``: BatchNorm2d using batch statistics (training), ReLU or LeakyReLU with a
     slope >= 0, then MaxPool2d(2) (2x2, stride 2, no padding).
     The full-size activation is never written to memory (kernels/batchnorm_pool.py). The activation
@@ -36,6 +37,7 @@ from fastlayers.conv import Conv2d
 from fastlayers.linear import Linear
 from fastlayers.module import Module
 from fastlayers.pooling import MaxPool2d
+from kernels.activations import NO_PARAMS
 from kernels.batchnorm import FUSED_ACTS, negative_scale
 
 # The fused first block's statistics pass costs K (K + 1) / 2 products a position for K input values
@@ -44,12 +46,19 @@ CONV_BLOCK_MAX_TAPS = 27
 
 
 def _act(activation, owner):
-    """(act code, slope) of an elementwise activation module; TypeError for any other module."""
+    """(act code, params) of an elementwise activation module; TypeError for any other module."""
     act = getattr(activation, "act", None)
     if act is None:
         raise TypeError(f"{owner}: activation must be an elementwise activation module (with an "
                         f"act code), got {type(activation).__name__}")
-    return act, getattr(activation, "slope", 0.0)
+    return act, getattr(activation, "params", NO_PARAMS)
+
+
+def _norm_act(activation, owner):
+    """(act code, slope) of a batch norm's fused activation, one of FUSED_ACTS: "z if z > 0 else
+    z * s" takes its one constant from params[0] (LeakyReLU's slope)."""
+    act, params = _act(activation, owner)
+    return act, params[0]
 
 
 def _pools_2x2(pool):
@@ -107,7 +116,7 @@ class NormActivation(FusedStep):
     def forward(self, x):
         norm, activation = self.parts
         y, self._cache = norm.normalize(norm.check_input(x),
-                                        *_act(activation, type(norm).__name__))
+                                        *_norm_act(activation, type(norm).__name__))
         return y
 
     def backward(self, grad_output):
@@ -125,12 +134,12 @@ class NormActivationPool(FusedStep):
     def applies(norm, activation, pool):
         act = getattr(activation, "act", None)
         return (isinstance(norm, BatchNorm2d) and norm.uses_batch_stats() and act in FUSED_ACTS
-                and negative_scale(act, getattr(activation, "slope", 0.0)) >= 0
+                and negative_scale(*_norm_act(activation, "BatchNorm2d")) >= 0
                 and _pools_2x2(pool))
 
     def forward(self, x):
         norm, activation, pool = self.parts
-        act, slope = _act(activation, type(norm).__name__)
+        act, slope = _norm_act(activation, type(norm).__name__)
         x = norm.check_input(x)
         pool.check_shape(x.shape)
         norm.check_batch(x.shape)
@@ -170,7 +179,7 @@ class ConvBlock(FusedStep):
 
     def forward(self, x):
         conv, norm, activation, pool = self.parts
-        act, slope = _act(activation, "Conv2d")
+        act, slope = _norm_act(activation, "Conv2d")
         x, shape = conv.check_input(x)
         pool.check_shape(shape)
         norm.check_batch(shape)

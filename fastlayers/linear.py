@@ -6,7 +6,7 @@ import numpy as np
 from fastlayers import _checks, backend
 from fastlayers.init import default_weight_and_bias
 from fastlayers.module import Module, Parameter
-from kernels.activations import IDENTITY
+from kernels.activations import IDENTITY, NO_PARAMS
 
 
 class Linear(Module):
@@ -28,8 +28,8 @@ class Linear(Module):
         >>> layer(np.zeros((64, 784), np.float32)).shape
         (64, 128)
 
-    Inside a :class:`Sequential`, a following ReLU/LeakyReLU/Sigmoid/Tanh runs in this layer's
-    kernels (see :mod:`fastlayers.fused`).
+    Inside a :class:`Sequential`, a following elementwise activation (ReLU, GELU, SiLU, ...) runs
+    in this layer's kernels (see :mod:`fastlayers.fused`).
     """
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
@@ -43,30 +43,32 @@ class Linear(Module):
         self.bias = Parameter(b) if bias else None
         self._cache = None
 
-    def affine(self, x, act=IDENTITY, slope=0.0):
-        """x W^T + b with the activation ``act`` (a code of ``kernels.activations``) applied in the
-        same pass after the GEMM. Returns the output and what :meth:`affine_backward` needs."""
+    def affine(self, x, act=IDENTITY, params=NO_PARAMS):
+        """x W^T + b with the activation ``act`` (a code of ``kernels.activations``, with its
+        ``params``) applied in the same pass after the GEMM. Returns the output and what
+        :meth:`affine_backward` needs."""
         x = _checks.float_array(x, "input", dtype=self.weight.dtype, owner="Linear")
         if x.ndim == 0:
             raise ValueError("Linear: input must have at least 1 dimension, got a scalar")
         _checks.dim_size(x, -1, self.in_features, owner="Linear")
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
+        x2 = x.reshape(-1, self.in_features)          # (*, in) as the GEMM's (N, in)
         b = self.bias.data if self.bias is not None else None
-        y = backend.ops().linear_forward(x2, self.weight.data, b, act, slope)
-        return y.reshape(lead + (self.out_features,)), (x2, y, act, slope, lead)
+        y, saved = backend.ops().linear_forward(x2, self.weight.data, b, act, params)
+        return y.reshape(lead + (self.out_features,)), (x2, saved, act, params, lead)
 
     def affine_backward(self, saved, grad_output):
         """The input gradient (None unless ``needs_input_grad``) of an :meth:`affine` call that
         returned ``saved``; adds the weight and bias gradients."""
-        x2, y, act, slope, lead = saved
-        g = _checks.float_array(grad_output, "grad_output", dtype=y.dtype, owner="Linear")
+        x2, s, act, params, lead = saved
+        g = _checks.float_array(grad_output, "grad_output", dtype=s.dtype, owner="Linear")
         if g.shape != lead + (self.out_features,):
             raise ValueError(f"Linear: grad_output must have shape {lead + (self.out_features,)}, "
                              f"got {g.shape}")
         db = self.bias.grad_buffer() if self.bias is not None else None
-        dx = backend.ops().linear_backward(g.reshape(y.shape), x2, self.weight.data, y, act, slope,
-                                           self.weight.grad_buffer(), db, self.needs_input_grad)
+        dx = backend.ops().linear_backward(g.reshape(s.shape), x2, self.weight.data, s, act,
+                                           params, self.weight.grad_buffer(), db,
+                                           self.needs_input_grad)
         return None if dx is None else dx.reshape(lead + (self.in_features,))
 
     def forward(self, x):

@@ -43,17 +43,19 @@ def register(name, numba_impl, numpy_impl):
     _IMPLS["numpy"][name] = numpy_impl
 
 
-def _renamed(func, suffix):
-    """A copy of ``func`` with another qualname: Numba's on-disk cache keys on the qualname and the
-    signature, not on the compile flags, so each build needs a name of its own."""
-    copy = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix,
-                              func.__defaults__, func.__closure__)
+def _renamed(func, suffix, bind=None):
+    """A copy of ``func`` with another qualname (and with the globals in ``bind`` replaced):
+    Numba's on-disk cache keys on the qualname and the signature, not on the compile flags nor on
+    the globals, so each build needs a name of its own."""
+    glob = func.__globals__ if bind is None else {**func.__globals__, **bind}
+    copy = types.FunctionType(func.__code__, glob, func.__name__ + suffix, func.__defaults__,
+                              func.__closure__)
     copy.__qualname__ = func.__qualname__ + suffix
     copy.__module__ = func.__module__
     return copy
 
 
-def compiled(parallel_min=PARALLEL_MIN, fastmath=()):
+def compiled(parallel_min=PARALLEL_MIN, fastmath=(), bind=None, variant=None):
     """Compile an ``@njit`` kernel twice from one source, serial and parallel.
 
     The parallel build runs ``prange`` loops on Numba's threads; in the serial build ``prange`` acts
@@ -73,15 +75,25 @@ def compiled(parallel_min=PARALLEL_MIN, fastmath=()):
       loop runs one element at a time. The order is still fixed by the compiled code, so results
       do not change from run to run or with the thread count, only by rounding from a sequential
       sum.
+
+    ``bind`` ({global name: value}) compiles the source with those module globals replaced, and
+    ``variant`` (an identifier) names that binding's builds apart. Numba drops a branch on a
+    constant before it types the code, so a kernel that branches on a bound global (``if ACT ==
+    RELU:``) compiles only the branch it takes: one source serves many codes without each build
+    compiling all of them. The copy sees the module's globals as they are when it is declared.
     """
+    if (bind is None) != (variant is None):
+        raise ValueError("bind and variant go together")
+
     def decorate(func):
         flags = set(fastmath)
         if not flags <= _FASTMATH.keys():
             raise ValueError(f"fastmath flags must be among {sorted(_FASTMATH)}, got {sorted(flags)}")
         opts = dict(OPTIONS, fastmath=flags) if flags else OPTIONS
         tag = _TAG + "".join(_FASTMATH[f] for f in sorted(flags))
-        serial = njit(**opts)(_renamed(func, f"__serial_{tag}"))
-        parallel = njit(parallel=True, **opts)(_renamed(func, f"__parallel_{tag}"))
+        name = "" if variant is None else f"_{variant}"
+        serial = njit(**opts)(_renamed(func, f"{name}__serial_{tag}", bind))
+        parallel = njit(parallel=True, **opts)(_renamed(func, f"{name}__parallel_{tag}", bind))
 
         @functools.wraps(func)
         def dispatch(*args):

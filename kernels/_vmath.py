@@ -1,4 +1,4 @@
-"""exp, log, log1p and tanh in arithmetic only, so that the loops calling them vectorise.
+"""exp, expm1, log, log1p, tanh and erf in arithmetic only, so that loops calling them vectorise.
 
 Numba compiles ``np.exp`` and friends to calls into the C maths library (there is no SVML here): a
 loop that makes such a call runs one element at a time, while NumPy's own float32 exp/log are SIMD.
@@ -15,6 +15,10 @@ exp(x)    Cody-Waite reduction: n = round(x log2 e) (by adding and subtracting 1
           left in the mantissa of the shifted value, applied as two factors 2^(n//2) and
           2^(n - n//2) so that results in the subnormal range round once and overflow gives inf.
           x is clamped to [exp_lo, exp_hi] first (beyond which exp is 0 or inf); NaN passes through.
+expm1(x)  exp's reduction and polynomial, whose r + r^2 P(r) is e^r - 1 accurate relative to
+          itself; then 2^n (e^r - 1) + (2^n - 1), where 2^n - 1 is exact while n is below the
+          mantissa width, else 2 (2^(n-1) e^r) - 1 (2^n alone would overflow one step early). x is
+          clamped below at expm1_lo, where e^x - 1 rounds to -1; -0 stays -0.
 log(x)    x = 2^k m with m in [sqrt(1/2), sqrt 2) (integer ops on the bits; subnormals are scaled
           up first), f = m - 1, s = f / (2 + f): log(m) = f - f^2/2 + s (f^2/2 + R(s^2)), R a minimax
           polynomial (musl's logf/log); plus k ln2_hi + k ln2_lo. 0 -> -inf, < 0 -> NaN, inf -> inf.
@@ -22,12 +26,18 @@ log1p(x)  log(u) + (x - (u - 1)) / u with u = 1 + x: the second term restores wh
           1 + x lost (Goldberg's correction); u == 1 returns x itself.
 tanh(x)   |x| < 0.625: x + x z P(z) / Q(z), z = x^2 (Cephes tanhf / tanh); otherwise
           sign(x) (1 - 2 / (exp(2|x|) + 1)).
+erf(x)    |x| < 1: x + x P(x^2); |x| >= 1: sign(x) (1 - exp(-a^2) Q(1 / (1 + a) - mid)), a = |x|
+          clamped to erf_hi (4 in float32, 6 in float64), where erf rounds to +-1. P and Q are
+          polynomials fitted for this module (docs/erf_fit.py: near-minimax for erf's absolute
+          error, mpmath at 40 digits). erf's absolute error does not care how exactly exp(-a^2)
+          is rounded (an error of a^2 ulp in the exponent costs at most 0.16 ulp of the result).
 sum64(a)  the float64 sum of an array in eight running sums (a reduction loop that vectorises).
 leaky(z, s), leaky_grad(g, y, s): ReLU / LeakyReLU / identity as one select, with PyTorch's
           results for NaN and -inf (shared by the activation and batch-norm kernels).
 
 Accuracy (tests/kernels/test_vmath.py, dense grids and the special values): at most 1 ulp from the
-correctly rounded result in float32, 1 ulp (exp, log, log1p) and 2 ulp (tanh) from NumPy in
+correctly rounded result in float32 (exp, log, log1p, tanh, erf; expm1 2 ulp where n = 1 cancels
+against 2^n - 1), 1 ulp (exp, log, log1p) and 2 ulp (tanh, expm1, erf) from NumPy / ``math`` in
 float64; NumPy's own float32 exp and log are up to 2 and 4 ulp from the correctly rounded result.
 0, -0, +-inf and NaN give NumPy's results, and so do the overflow/underflow thresholds.
 
@@ -42,6 +52,7 @@ write the values to an array and use :func:`sum64`). Numba's on-disk cache does 
 in this file by itself: kernels/_registry.py puts a hash of it into every build's name.
 """
 import numpy as np
+import scipy.special
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
@@ -49,7 +60,7 @@ _JIT = {"error_model": "numpy"}
 
 
 def _format(ftype, itype, mantissa, exp_lo, exp_hi, exp_poly, log_poly, tanh_p, tanh_q, ln2_hi,
-            ln2_lo):
+            ln2_lo, expm1_lo, erf_small, erf_mid, erf_tail, erf_hi):
     """The constants of one floating-point format, as NumPy scalars of that format (Numba freezes
     the closure variables of :func:`_build` into the compiled code as constants of that type)."""
     f, i = ftype, itype
@@ -73,6 +84,11 @@ def _format(ftype, itype, mantissa, exp_lo, exp_hi, exp_poly, log_poly, tanh_p, 
         sqrt_half_bits=f(np.sqrt(0.5)).view(i),
         exp_poly=tuple(f(c) for c in exp_poly),          # highest degree first
         log_poly=tuple(f(c) for c in log_poly),
+        expm1_lo=f(expm1_lo),
+        erf_small=tuple(f(c) for c in erf_small),
+        erf_mid=f(erf_mid),
+        erf_tail=tuple(f(c) for c in erf_tail),
+        erf_hi=f(erf_hi),
     )
 
 
@@ -90,6 +106,14 @@ _F32 = _format(
     tanh_q=(1.0,),
     ln2_hi=0.693359375,                  # 9 significant bits: n ln2_hi is exact for |n| < 2^15
     ln2_lo=-2.12194440e-4,
+    expm1_lo=-18.0,                      # e^-18 < 2^-25: below, e^x - 1 rounds to -1
+    # erf: fitted here (see the module docstring), highest degree first.
+    erf_small=(7.875874871388078e-05, -0.000801686430349946, 0.005189087241888046,
+               -0.02685421146452427, 0.11283594369888306, -0.3761262595653534, 0.12837916612625122),
+    erf_mid=0.3499999940395355,
+    erf_tail=(-0.3494935631752014, 0.5773293972015381, -0.22133474051952362, -0.4112333357334137,
+              0.4823574721813202, 0.9775850176811218, 0.2715528905391693),
+    erf_hi=4.0,                          # erfc(4) < 2^-25: beyond, erf rounds to 1
 )
 
 _F64 = _format(
@@ -105,6 +129,17 @@ _F64 = _format(
     tanh_q=(1.0, 1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3),
     ln2_hi=6.93147180369123816490e-01,   # fdlibm's: 32 significant bits
     ln2_lo=1.90821492927058770002e-10,
+    expm1_lo=-38.0,                      # e^-38 < 2^-54
+    erf_small=(-7.795898827002142e-10, 1.3720064546777686e-08, -1.6208483801871705e-07,
+               1.6447424703317362e-06, -1.492473690741966e-05, 0.00012055294904839707,
+               -0.0008548325975389692, 0.0052239776071164225, -0.02686617064323777,
+               0.11283791670945006, -0.37612638903183543, 0.12837916709551256),
+    erf_mid=0.32142857142857145,
+    erf_tail=(0.8497672669394475, -3.3594042766569108, 4.244002045024231, -2.437865455333097,
+              0.003148179998091951, 1.1695910840591537, -0.8426453915558421,
+              -0.08091780846071188, 0.5935017614442174, -0.30458646160574976,
+              -0.38115313125883143, 0.516380119821341, 0.9490374429273359, 0.2440250774413239),
+    erf_hi=6.0,                          # erfc(6) < 2^-54
 )
 
 
@@ -132,8 +167,8 @@ def _poly(x, c):
 
 def _build(F, I, log2e, ln2_hi, ln2_lo, exp_lo, exp_hi, round_magic, round_bits, mantissa, bias,
            mant_mask, tanh_small, tiny, subnormal_scale, one_bits, sqrt_half_bits, exp_poly, log_poly,
-           tanh_p, tanh_q):
-    """exp, log, log1p, tanh for one format (the algorithms of the module docstring)."""
+           tanh_p, tanh_q, expm1_lo, erf_small, erf_mid, erf_tail, erf_hi):
+    """exp, expm1, log, log1p, tanh, erf for one format (the algorithms of the module docstring)."""
     zero, one, two, half, inf, nan = F(0), F(1), F(2), F(0.5), F(np.inf), F(np.nan)
 
     @njit(inline="always", **_JIT)
@@ -186,17 +221,43 @@ def _build(F, I, log2e, ln2_hi, ln2_lo, exp_lo, exp_hi, round_magic, round_bits,
         r = _select(small | (x > 0), r, -r)
         return _select(a == 0, x, r)                     # keeps the sign of -0
 
-    return exp, log, log1p, tanh
+    @njit(inline="always", **_JIT)
+    def expm1(x):
+        # exp's reduction, x = n ln2 + r; e^x - 1 = 2^n (e^r - 1) + (2^n - 1), where 2^n - 1 is
+        # exact while 2^n needs fewer bits than the mantissa; beyond, e^x - 1 = 2 (2^(n-1) e^r) - 1,
+        # in that order so that 2^n alone never overflows.
+        xc = _select(x > exp_hi, exp_hi, x)              # NaN passes through
+        xc = _select(xc < expm1_lo, expm1_lo, xc)
+        t = xc * log2e + round_magic
+        n = t - round_magic
+        r = (xc - n * ln2_hi) - n * ln2_lo
+        q = r + r * r * _poly(r, exp_poly)               # e^r - 1, accurate relative to itself
+        k = F(t).view(I) - round_bits
+        h = I((k - 1 + bias) << mantissa).view(F)        # 2^(n-1), a normal number
+        s = h + h
+        near = s * q + (s - one)
+        far = (h * (q + one)) * two - one
+        return _select(x == 0, x, _select(n > F(mantissa), far, near))    # keeps -0
+
+    @njit(inline="always", **_JIT)
+    def erf(x):
+        a = abs(x)
+        small = x + x * _poly(x * x, erf_small)          # |x| < 1 (and -0 stays -0)
+        ac = _select(a > erf_hi, erf_hi, a)              # beyond erf_hi, erf rounds to +-1
+        e = one - exp(-(ac * ac)) * _poly(one / (one + ac) - erf_mid, erf_tail)
+        return _select(a < one, small, _select(x < zero, -e, e))
+
+    return exp, expm1, log, log1p, tanh, erf
 
 
-exp32, log32, log1p32, tanh32 = _build(**_F32)
-exp64, log64, log1p64, tanh64 = _build(**_F64)
+exp32, expm1_32, log32, log1p32, tanh32, erf32 = _build(**_F32)
+exp64, expm1_64, log64, log1p64, tanh64, erf64 = _build(**_F64)
 
 
-def _generic(name, f32, f64):
+def _generic(name, f32, f64, stub=None):
     """A function ``name(x)`` for jitted code that runs ``f32`` on float32 and ``f64`` on float64
-    (and NumPy's own function when called from Python)."""
-    stub = getattr(np, name)
+    (and ``stub``, by default NumPy's own function, when called from Python)."""
+    stub = getattr(np, name) if stub is None else stub
 
     def generic(x):
         return stub(x)
@@ -250,6 +311,8 @@ def leaky_grad(g, y, s):
 
 
 exp = _generic("exp", exp32, exp64)
+expm1 = _generic("expm1", expm1_32, expm1_64)
 log = _generic("log", log32, log64)
 log1p = _generic("log1p", log1p32, log1p64)
 tanh = _generic("tanh", tanh32, tanh64)
+erf = _generic("erf", erf32, erf64, scipy.special.erf)

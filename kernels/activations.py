@@ -1,147 +1,296 @@
 """Elementwise activations, and the bias+activation passes fused around a GEMM.
 
-An activation is named by an integer code so one kernel serves all of them (the branch is taken once,
-outside the loop). Every backward works from the activation's *output* y, so a layer caches y only:
+An activation is an integer code and a pair of constants ``params = (p0, p1)`` (Python floats, cast
+to the data's dtype as PyTorch casts its Scalars), so one kernel serves all of them (the branch is
+taken once, outside the loop). Each backward reads one saved array, ``s``: the activation's output
+y where the derivative follows from it, its input x where it does not (the codes in NEEDS_INPUT).
+A layer keeps whichever its code names, and nothing else:
 
-    IDENTITY    y = x                              dy/dx = 1
-    RELU        y = max(x, 0)                      dy/dx = 0 if y <= 0 else 1
-    LEAKY_RELU  y = x if x > 0 else slope * x      dy/dx = 1 if y > 0 else slope   (needs slope > 0)
-    SIGMOID     y = 1 / (1 + exp(-x)), computed from exp(-|x|) so it never overflows; dy/dx = y (1 - y)
-    TANH        y = tanh(x)                        dy/dx = 1 - y^2
+    code        y                                    backward reads   dy/dx
+    IDENTITY    x                                    y                1
+    RELU        max(x, 0)                            y                0 if y <= 0 else 1
+    LEAKY_RELU  x if x > 0 else p0 x  (p0 > 0)       y                1 if y > 0 else p0
+    SIGMOID     1 / (1 + exp(-x)), from exp(-|x|)    y                y (1 - y)
+    TANH        tanh(x)                              y                1 - y^2
+    HARDTANH    min(max(x, p0), p1)  (p0 < p1)       y                1 if p0 < y < p1 else 0
+    GELU        x/2 (1 + erf(x / sqrt 2))            x                Phi(x) + x phi(x)
+    GELU_TANH   x/2 (1 + tanh(k (x + c x^3)))        x                PyTorch's expression
+    SILU        x / (1 + exp(-x))                    x                sig (1 + x (1 - sig))
+    ELU         x if x > 0 else p0 expm1(x)          x                1 if x > 0 else p0 exp(x)
+    SOFTPLUS    x if p0 x > p1 else                  x                1 if p0 x > p1 else
+                log1p(exp(p0 x)) / p0                                 z / (z + 1), z = exp(p0 x)
 
-ReLU and LeakyReLU follow PyTorch at NaN and -inf too (NaN passes through both; relu(-inf) = 0; a
-NaN output passes the gradient under ReLU and scales it by slope under LeakyReLU): _vmath.leaky.
+(ReLU6 is HARDTANH with (0, 6); GELU_TANH's k = sqrt(2/pi), c = 0.044715; Phi and phi are the
+normal distribution's CDF and density.) HARDTANH's rule is PyTorch's hardtanh_backward on the
+input, x <= p0 or x >= p1 giving 0: the output clamps exactly, so y tells the same.
 
-The compiled sigmoid and tanh use kernels/_vmath.py's exp and tanh (arithmetic only, so their loops
-vectorise; Numba's np.exp/np.tanh are scalar calls into libm).
+Each formula is PyTorch's CPU kernel's, in its order of operations, so the NaN and inf results are
+PyTorch's too: ReLU and LeakyReLU pass NaN and give relu(-inf) = 0 (a NaN output passes the
+gradient under ReLU and scales it by p0 under LeakyReLU: _vmath.leaky); GELU and SiLU give NaN at
+-inf (and GELU_TANH too), their gradients NaN at +-inf; Hardtanh's gradient is 0 at NaN and ELU's
+NaN, as PyTorch's vectorised kernels give (its scalar loop, which runs only on the last few
+elements of a tensor, passes the gradient). Where PyTorch's float32 AVX-512 GELU differs from its
+own formula (NaN at +inf, inf above about 1.7e38) this follows the formula, as its float64 does.
 
-Shapes: activation_forward/backward take x, y, grad of any shape (run on flat views);
-bias_act_forward and act_bias_backward take y, grad (N, D) and b (D,).
+The compiled kernels use kernels/_vmath.py's exp, expm1, log1p, tanh and erf (arithmetic only, so
+their loops vectorise; Numba's np.exp etc. are scalar calls into libm). The NumPy twins run the same
+formulas on NumPy's functions (scipy.special.erf for erf).
+
+Shapes: activation_forward/backward take x, s, grad of any shape (run on flat views);
+bias_act_forward takes z (N, D), b (D,) and out (N, D), which is z itself when the backward reads y;
+act_bias_backward takes grad, s (N, D).
 """
 import numpy as np
+import scipy.special
 from numba import prange
 
 from kernels import _vmath
 from kernels._registry import compiled, register
 
-IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH = range(5)
+(IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, HARDTANH, GELU, GELU_TANH, SILU, ELU,
+ SOFTPLUS) = range(11)
+# The codes whose backward reads the input x; every other code's reads the output y.
+NEEDS_INPUT = frozenset((GELU, GELU_TANH, SILU, ELU, SOFTPLUS))
+NO_PARAMS = (0.0, 0.0)
+
+# PyTorch's GELU constants: <cmath>'s, combined in float64, cast to the data's dtype in the kernels.
+_SQRT1_2 = 0.70710678118654752440                      # M_SQRT1_2
+_M_SQRT2, _M_2_SQRTPI = 1.41421356237309504880, 1.12837916709551257390
+_INV_SQRT_2PI = _M_2_SQRTPI * _SQRT1_2 * 0.5           # the normal density's factor
+_SQRT_2_PI = _M_SQRT2 * _M_2_SQRTPI * 0.5              # GELU_TANH's k
+_KAPPA = 0.044715
 
 
-# ----------------------------------------------------------------------------------------- NumPy twins
+def saved_for_backward(act, x, y):
+    """The array the backward of ``act`` reads: its input ``x`` or its output ``y``."""
+    return x if act in NEEDS_INPUT else y
 
-def activation_forward_np(x, act, slope):
+
+# -------------------------------------------------------------------------------------- NumPy twins
+
+def _forward_np(x, act, params):
+    f = x.dtype.type
+    p0, p1 = f(params[0]), f(params[1])
+    one, half = f(1), f(0.5)
     if act == RELU:
         return np.maximum(x, 0)
     if act == LEAKY_RELU:
-        return np.where(x > 0, x, x * x.dtype.type(slope))
+        return np.where(x > 0, x, x * p0)
     if act == SIGMOID:
         e = np.exp(-np.abs(x))
         return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
     if act == TANH:
         return np.tanh(x)
+    if act == HARDTANH:
+        c = np.where(x < p0, p0, x)
+        return np.where(c > p1, p1, c)
+    if act == GELU:
+        return x * half * (one + scipy.special.erf(x * f(_SQRT1_2)))
+    if act == GELU_TANH:
+        inner = f(_SQRT_2_PI) * (x + f(_KAPPA) * (x * x * x))
+        return half * x * (one + np.tanh(inner))
+    if act == SILU:
+        return x / (one + np.exp(-x))
+    if act == ELU:
+        return np.where(x > 0, x, np.expm1(x) * p0)
+    if act == SOFTPLUS:
+        bx = x * p0
+        return np.where(bx > p1, x, np.log1p(np.exp(bx)) / p0)
     return x.copy()
 
 
-def activation_backward_np(grad, y, act, slope):
+def _backward_np(grad, s, act, params):
+    f = grad.dtype.type
+    p0, p1 = f(params[0]), f(params[1])
+    zero, one, half = f(0), f(1), f(0.5)
     if act == RELU:
-        return np.where(y <= 0, grad.dtype.type(0), grad)  # a NaN output passes grad, as in PyTorch
+        return np.where(s <= 0, zero, grad)  # a NaN output passes grad, as in PyTorch
     if act == LEAKY_RELU:
-        return np.where(y > 0, grad, grad * grad.dtype.type(slope))
+        return np.where(s > 0, grad, grad * p0)
     if act == SIGMOID:
-        return grad * y * (1 - y)
+        return grad * s * (1 - s)
     if act == TANH:
-        return grad * (1 - y * y)
+        return grad * (1 - s * s)
+    if act == HARDTANH:
+        return np.where((s > p0) & (s < p1), grad, zero)
+    if act == GELU:
+        cdf = half * (one + scipy.special.erf(s * f(_SQRT1_2)))
+        pdf = f(_INV_SQRT_2PI) * np.exp(s * s * f(-0.5))
+        return grad * (cdf + s * pdf)
+    if act == GELU_TANH:
+        k = f(_SQRT_2_PI)
+        s2 = s * s
+        t = np.tanh(k * (s + f(_KAPPA) * (s2 * s)))
+        inner_d = k * (one + f(3) * f(_KAPPA) * s2)
+        return grad * (half * (one + t) + half * s * (one - t * t) * inner_d)
+    if act == SILU:
+        sig = one / (one + np.exp(-s))
+        return grad * sig * (one + s * (one - sig))
+    if act == ELU:
+        return np.where(s > 0, grad, grad * p0 * np.exp(s))
+    if act == SOFTPLUS:
+        bs = s * p0
+        z = np.exp(bs)
+        return np.where(bs > p1, grad, grad * z / (z + one))
     return grad.copy()
 
 
-def bias_act_forward_np(y, b, act, slope):
-    y += b
-    y[...] = activation_forward_np(y, act, slope)
+def activation_forward_np(x, act, params):
+    with np.errstate(over="ignore", invalid="ignore"):   # inf and NaN are results, as in PyTorch
+        return _forward_np(x, act, params)
 
 
-def act_bias_backward_np(grad, y, act, slope):
-    g = activation_backward_np(grad, y, act, slope)
+def activation_backward_np(grad, s, act, params):
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _backward_np(grad, s, act, params)
+
+
+def bias_act_forward_np(z, b, out, act, params):
+    z += b
+    out[...] = activation_forward_np(z, act, params)
+
+
+def act_bias_backward_np(grad, s, act, params):
+    g = activation_backward_np(grad, s, act, params)
     return g, g.sum(axis=0, dtype=np.float64).astype(g.dtype)
 
 
-# ---------------------------------------------------------------------------------------- Numba kernels
+# ------------------------------------------------------------------------------------ Numba kernels
+# Each source below reads its activation code as the global ACT, and is compiled once per code
+# with ACT bound to it (_registry.compiled's bind): Numba drops the other codes' branches before
+# it compiles, so a model compiles only the activations it uses (one build holding all eleven
+# branches took 18 s to compile in its parallel form, against about 1 s for one branch). The
+# Python wrappers pick the build by their ``act`` argument.
+ACT = None                     # bound per build
+_act_row = _act_grad_row = None    # bound per build to that code's serial _act_flat/_act_grad_flat
+
 # Serial is faster for these one-pass loops up to (2048, 1024) float32 on a 2-CPU machine.
 _PAR = 1 << 20
 
-@compiled(parallel_min=_PAR)
-def _act_flat(x, out, act, slope):
-    # x, out: (n,). Thread owns out[i].
-    one = x.dtype.type(1)
-    zero = x.dtype.type(0)
-    s = x.dtype.type(slope)
-    if act == RELU or act == LEAKY_RELU:
-        sv = zero if act == RELU else s
+
+def _act_flat_src(x, out, c0, c1):
+    # x, out: (n,), out may be x; c0, c1: the constants. Thread owns out[i].
+    f = x.dtype.type
+    zero, one, half = f(0), f(1), f(0.5)
+    p0, p1 = f(c0), f(c1)
+    if ACT == RELU or ACT == LEAKY_RELU:
+        sv = zero if ACT == RELU else p0
         for i in prange(x.size):
             out[i] = _vmath.leaky(x[i], sv)
-    elif act == SIGMOID:
+    elif ACT == SIGMOID:
         for i in prange(x.size):
             v = x[i]
             e = _vmath.exp(-abs(v))
             out[i] = (one if v >= zero else e) / (one + e)     # one division: selected numerator
-    elif act == TANH:
+    elif ACT == TANH:
         for i in prange(x.size):
             out[i] = _vmath.tanh(x[i])
+    elif ACT == HARDTANH:
+        for i in prange(x.size):
+            v = x[i]
+            c = p0 if v < p0 else v                            # NaN passes both
+            out[i] = p1 if c > p1 else c
+    elif ACT == GELU:
+        ka = f(_SQRT1_2)
+        for i in prange(x.size):
+            v = x[i]
+            out[i] = v * half * (one + _vmath.erf(v * ka))
+    elif ACT == GELU_TANH:
+        kb, kk = f(_SQRT_2_PI), f(_KAPPA)
+        for i in prange(x.size):
+            v = x[i]
+            out[i] = half * v * (one + _vmath.tanh(kb * (v + kk * (v * v * v))))
+    elif ACT == SILU:
+        for i in prange(x.size):
+            v = x[i]
+            out[i] = v / (one + _vmath.exp(-v))
+    elif ACT == ELU:
+        for i in prange(x.size):
+            v = x[i]
+            m = _vmath.expm1(v) * p0
+            out[i] = v if v > zero else m
+    elif ACT == SOFTPLUS:
+        for i in prange(x.size):
+            v = x[i]
+            bv = v * p0
+            soft = _vmath.log1p(_vmath.exp(bv)) / p0
+            out[i] = v if bv > p1 else soft
     else:
         for i in prange(x.size):
             out[i] = x[i]
 
 
-@compiled(parallel_min=_PAR)
-def _act_grad_flat(grad, y, out, act, slope):
-    # grad, y, out: (n,). Thread owns out[i].
-    one = grad.dtype.type(1)
-    zero = grad.dtype.type(0)
-    s = grad.dtype.type(slope)
-    if act == RELU or act == LEAKY_RELU:
-        sv = zero if act == RELU else s
+def _act_grad_flat_src(grad, s, out, c0, c1):
+    # grad, s, out: (n,); s is x or y as the code needs. Thread owns out[i].
+    f = grad.dtype.type
+    zero, one, half = f(0), f(1), f(0.5)
+    p0, p1 = f(c0), f(c1)
+    if ACT == RELU or ACT == LEAKY_RELU:
+        sv = zero if ACT == RELU else p0
         for i in prange(grad.size):
-            out[i] = _vmath.leaky_grad(grad[i], y[i], sv)
-    elif act == SIGMOID:
+            out[i] = _vmath.leaky_grad(grad[i], s[i], sv)
+    elif ACT == SIGMOID:
         for i in prange(grad.size):
-            out[i] = grad[i] * y[i] * (one - y[i])
-    elif act == TANH:
+            out[i] = grad[i] * s[i] * (one - s[i])
+    elif ACT == TANH:
         for i in prange(grad.size):
-            out[i] = grad[i] * (one - y[i] * y[i])
+            out[i] = grad[i] * (one - s[i] * s[i])
+    elif ACT == HARDTANH:
+        for i in prange(grad.size):
+            v = s[i]
+            g = grad[i]
+            out[i] = g if (v > p0) & (v < p1) else zero       # NaN: 0
+    elif ACT == GELU:
+        ka, kb, mhalf = f(_SQRT1_2), f(_INV_SQRT_2PI), f(-0.5)
+        for i in prange(grad.size):
+            v = s[i]
+            cdf = half * (one + _vmath.erf(v * ka))
+            pdf = kb * _vmath.exp(v * v * mhalf)
+            out[i] = grad[i] * (cdf + v * pdf)
+    elif ACT == GELU_TANH:
+        kb, kk, k3 = f(_SQRT_2_PI), f(_KAPPA), f(3) * f(_KAPPA)
+        for i in prange(grad.size):
+            v = s[i]
+            v2 = v * v
+            t = _vmath.tanh(kb * (v + kk * (v2 * v)))
+            right_d = half * v * (one - t * t) * (kb * (one + k3 * v2))
+            out[i] = grad[i] * (half * (one + t) + right_d)
+    elif ACT == SILU:
+        for i in prange(grad.size):
+            v = s[i]
+            sig = one / (one + _vmath.exp(-v))
+            out[i] = grad[i] * sig * (one + v * (one - sig))
+    elif ACT == ELU:
+        for i in prange(grad.size):
+            v = s[i]
+            g = grad[i]
+            m = g * p0 * _vmath.exp(v)
+            out[i] = g if v > zero else m
+    elif ACT == SOFTPLUS:
+        for i in prange(grad.size):
+            v = s[i]
+            g = grad[i]
+            bv = v * p0
+            z = _vmath.exp(bv)
+            m = g * z / (z + one)
+            out[i] = g if bv > p1 else m
     else:
         for i in prange(grad.size):
             out[i] = grad[i]
 
 
-def activation_forward(x, act, slope):
-    out = np.empty_like(x)
-    _act_flat(x.reshape(-1), out.reshape(-1), act, slope)
-    return out
-
-
-def activation_backward(grad, y, act, slope):
-    out = np.empty_like(grad)
-    _act_grad_flat(grad.reshape(-1), y.reshape(-1), out.reshape(-1), act, slope)
-    return out
-
-
-# The serial build, callable from inside other kernels' loops (one row at a time).
-_act_row = _act_flat.serial
-_act_grad_row = _act_grad_flat.serial
-
-
-@compiled(parallel_min=_PAR)
-def bias_act_forward(y, b, act, slope):
-    # y: (N, D) GEMM output, overwritten with act(y + b); b: (D,). Thread owns row i.
-    for i in prange(y.shape[0]):
-        row = y[i]
+def _bias_act_src(z, b, out, c0, c1):
+    # z: (N, D) GEMM output, gets z + b (the pre-activation) in place; out: (N, D), gets act(z + b)
+    # (out is z when the backward reads y: then z ends as act(z + b)); b: (D,). Thread owns row i.
+    for i in prange(z.shape[0]):
+        row = z[i]
         for j in range(row.size):
             row[j] += b[j]
-        _act_row(row, row, act, slope)
+        _act_row(row, out[i], c0, c1)
 
 
-@compiled(parallel_min=4 * _PAR)
-def _act_bias_backward(grad, y, g, gb, act, slope, block):
-    # grad, y, g: (N, D); gb: (D,). Thread owns columns [j0, j1) of g and gb: it sweeps every row,
+def _act_bias_backward_src(grad, s, g, gb, c0, c1, block):
+    # grad, s, g: (N, D); gb: (D,). Thread owns columns [j0, j1) of g and gb: it sweeps every row,
     # writing g and adding into gb in the same pass (serial: one block of all D columns).
     n, d = grad.shape
     for jb in prange((d + block - 1) // block):
@@ -150,16 +299,55 @@ def _act_bias_backward(grad, y, g, gb, act, slope, block):
         acc = gb[j0:j1]
         for i in range(n):
             gi = g[i, j0:j1]
-            _act_grad_row(grad[i, j0:j1], y[i, j0:j1], gi, act, slope)
+            _act_grad_row(grad[i, j0:j1], s[i, j0:j1], gi, c0, c1)
             for j in range(j1 - j0):
                 acc[j] += gi[j]
 
 
-def act_bias_backward(grad, y, act, slope):
+NAMES = {IDENTITY: "identity", RELU: "relu", LEAKY_RELU: "leaky_relu", SIGMOID: "sigmoid",
+         TANH: "tanh", HARDTANH: "hardtanh", GELU: "gelu", GELU_TANH: "gelu_tanh", SILU: "silu",
+         ELU: "elu", SOFTPLUS: "softplus"}
+
+
+def _per_code(parallel_min, source, **rows):
+    """{code: compiled build of ``source`` with ACT bound to the code}; each name in ``rows`` is
+    bound to that code's serial build of the per-code kernel given for it (callable from inside
+    another kernel's loop: one row at a time, never a parallel kernel inside a parallel one)."""
+    return {act: compiled(parallel_min, variant=name,
+                          bind=dict(ACT=act, **{k: v[act].serial for k, v in rows.items()}))(source)
+            for act, name in NAMES.items()}
+
+
+_act_flat = _per_code(_PAR, _act_flat_src)
+_act_grad_flat = _per_code(_PAR, _act_grad_flat_src)
+_bias_act = _per_code(_PAR, _bias_act_src, _act_row=_act_flat)
+_act_bias_backward = _per_code(4 * _PAR, _act_bias_backward_src, _act_grad_row=_act_grad_flat)
+
+
+# The builds take the two constants as scalars (a tuple argument costs Numba's dispatcher about
+# 0.5 us more per call, which the small MLP kernels notice).
+def activation_forward(x, act, params):
+    out = np.empty_like(x)
+    _act_flat[act](x.reshape(-1), out.reshape(-1), *params)
+    return out
+
+
+def activation_backward(grad, s, act, params):
+    out = np.empty_like(grad)
+    _act_grad_flat[act](grad.reshape(-1), s.reshape(-1), out.reshape(-1), *params)
+    return out
+
+
+def bias_act_forward(z, b, out, act, params):
+    _bias_act[act](z, b, out, *params)
+
+
+def act_bias_backward(grad, s, act, params):
     g = np.empty_like(grad)
     gb = np.zeros(grad.shape[1], grad.dtype)
-    parallel = _act_bias_backward.runs_parallel(grad.size)
-    _act_bias_backward(grad, y, g, gb, act, slope, 64 if parallel else max(grad.shape[1], 1))
+    kernel = _act_bias_backward[act]
+    block = 64 if kernel.runs_parallel(grad.size) else max(grad.shape[1], 1)
+    kernel(grad, s, g, gb, *params, block)
     return g, gb
 
 

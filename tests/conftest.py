@@ -30,14 +30,23 @@ KERNEL_FAMILIES = tuple(m.name for m in pkgutil.iter_modules(kernels.__path__)
                         if not m.name.startswith("_"))
 
 
+def _is_dispatcher(obj):
+    return all(hasattr(obj, a) for a in ("serial", "parallel", "parallel_min"))
+
+
 def compiled_dispatchers():
-    """Every serial/parallel dispatcher defined in the kernel families, with its dotted name."""
+    """Every serial/parallel dispatcher defined in the kernel families, with its dotted name
+    (``family.name[key]`` for the builds held in a dict, such as one build per activation code)."""
     found = {}
     for family in KERNEL_FAMILIES:
         module = importlib.import_module(f"kernels.{family}")
         for name, obj in vars(module).items():
-            if all(hasattr(obj, a) for a in ("serial", "parallel", "parallel_min")):
+            if _is_dispatcher(obj):
                 found.setdefault(id(obj), (f"{family}.{name}", obj))
+            elif isinstance(obj, dict):
+                for key, value in obj.items():
+                    if _is_dispatcher(value):
+                        found.setdefault(id(value), (f"{family}.{name}[{key!r}]", value))
     return sorted(found.values(), key=lambda item: item[0])
 
 

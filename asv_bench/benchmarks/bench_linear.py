@@ -3,7 +3,7 @@
 
 torch: F.relu(F.linear(x, w, b)) under no_grad; backward is autograd.grad for (x, w, b).
 """
-from kernels.activations import RELU
+from kernels.activations import NO_PARAMS, RELU
 
 from .common import (Case, Family, calls_for, ops, randn, shape_labels, speedup, speedup_row,
                      torch, torch_case)
@@ -26,11 +26,12 @@ def make(impl, shape):
         F = t.nn.functional
         return torch_case(t, lambda *xwb: F.relu(F.linear(*xwb)), [x, w, b], g, calls)
     k = ops(impl, "linear_forward", "linear_backward")
-    y = k.linear_forward(x, w, b, RELU, 0.0)
+    _, saved = k.linear_forward(x, w, b, RELU, NO_PARAMS)
     dw = w * 0
     db = b * 0
-    return Case({"forward": lambda: k.linear_forward(x, w, b, RELU, 0.0),
-                 "backward": lambda: k.linear_backward(g, x, w, y, RELU, 0.0, dw, db, True)},
+    return Case({"forward": lambda: k.linear_forward(x, w, b, RELU, NO_PARAMS),
+                 "backward": lambda: k.linear_backward(g, x, w, saved, RELU, NO_PARAMS, dw, db,
+                                                       True)},
                 calls)
 
 

@@ -114,6 +114,13 @@ def _cnn_with_bad_head(c):
     c.extra.append(fl.Linear(3, 2))
 
 
+def _fused_gelu_3d(c):
+    """Linear + GELU (a fused step, its backward reading the pre-activation) after one good
+    forward on (N, T, D) input."""
+    c.extra = fl.Sequential(fl.Linear(4, 3), fl.GELU())
+    c.extra(np.ones((2, 5, 4), f32))
+
+
 def _opt_sd(c, index, **entry):
     sd = c.opt.state_dict()
     sd["state"][index].update(entry)
@@ -146,7 +153,7 @@ CASES = [
     # ---- layer inputs
     ("linear-scalar", lambda c: c.model(np.array(1.0, f32)), ValueError, "input"),
     ("linear-features", lambda c: c.model(np.ones((N, 5), f32)), ValueError, "input.*4 features"),
-    ("linear-features-1d", lambda c: c.model[0](np.ones(3, f32)), ValueError, "input"),
+    ("linear-features-1d", lambda c: c.model[0](np.ones(3, f32)), ValueError, "input.*4 features"),
     ("linear-int", lambda c: c.model(np.ones((N, F), np.int64)), TypeError, "input.*dtype"),
     ("linear-float16", lambda c: c.model(np.ones((N, F), np.float16)), TypeError, "input.*dtype"),
     ("linear-dtype-mismatch", lambda c: c.model(np.ones((N, F))), TypeError, "input.*float64.*float32"),
@@ -617,6 +624,53 @@ CASES = [
      ValueError, "grad_output"),
     ("mean-backward-array", lambda c: c.loss.backward(np.ones(2, f32)), TypeError, "grad_output"),
     ("mean-backward-nan", lambda c: c.loss.backward(float("nan")), TypeError, "grad_output"),
+    # ---- activations: GELU, SiLU, Hardtanh, ReLU6, ELU, Softplus; Linear on (*, in_features)
+    ("gelu-approximate-fast", lambda c: fl.GELU(approximate="fast"), ValueError, "approximate"),
+    ("gelu-approximate-case", lambda c: fl.GELU("Tanh"), ValueError, "approximate"),
+    ("gelu-approximate-none", lambda c: fl.GELU(approximate=None), TypeError, "approximate"),
+    ("hardtanh-max-below-min", lambda c: fl.Hardtanh(1.0, -1.0), ValueError,
+     "max_val.*greater than min_val"),
+    ("hardtanh-max-equals-min", lambda c: fl.Hardtanh(0.5, 0.5), ValueError, "max_val"),
+    ("hardtanh-min-nan", lambda c: fl.Hardtanh(float("nan"), 1.0), TypeError, "min_val"),
+    ("hardtanh-max-str", lambda c: fl.Hardtanh(-1.0, "1"), TypeError, "max_val"),
+    ("relu6-argument", lambda c: fl.ReLU6(3.0), TypeError, "positional"),
+    ("elu-alpha-str", lambda c: fl.ELU(alpha="1"), TypeError, "alpha"),
+    ("elu-alpha-bool", lambda c: fl.ELU(alpha=True), TypeError, "alpha"),
+    ("elu-alpha-inf", lambda c: fl.ELU(alpha=float("inf")), TypeError, "alpha"),
+    ("softplus-beta-zero", lambda c: fl.Softplus(beta=0.0), ValueError, "beta"),
+    ("softplus-beta-negative", lambda c: fl.Softplus(beta=-1.0), ValueError, "beta"),
+    ("softplus-beta-none", lambda c: fl.Softplus(beta=None), TypeError, "beta"),
+    ("softplus-threshold-inf", lambda c: fl.Softplus(threshold=float("inf")), TypeError,
+     "threshold"),
+    ("gelu-int", lambda c: fl.GELU()(np.ones(3, np.int32)), TypeError, "input.*dtype"),
+    ("gelu-tanh-float16", lambda c: fl.GELU("tanh")(np.ones(3, np.float16)), TypeError,
+     "input.*dtype"),
+    ("silu-float16", lambda c: fl.SiLU()(np.ones((2, 3), np.float16)), TypeError, "input.*dtype"),
+    ("hardtanh-int", lambda c: fl.Hardtanh()(np.ones(3, np.int64)), TypeError, "input.*dtype"),
+    ("relu6-bool", lambda c: fl.ReLU6()(np.ones(3, bool)), TypeError, "input.*dtype"),
+    ("elu-float16", lambda c: fl.ELU()(np.ones(3, np.float16)), TypeError, "input.*dtype"),
+    ("softplus-int", lambda c: fl.Softplus()(np.arange(3)), TypeError, "input.*dtype"),
+    ("softplus-list", lambda c: fl.Softplus()([1.0, 2.0]), TypeError, "input.*ndarray"),
+    ("gelu-grad-shape", lambda c: _after(fl.GELU(), (2, 3)).backward(np.ones((3, 2), f32)),
+     ValueError, "grad_output"),
+    ("silu-grad-dtype", lambda c: _after(fl.SiLU(), (2, 3)).backward(np.ones((2, 3))), TypeError,
+     "grad_output"),
+    ("elu-grad-int", lambda c: _after(fl.ELU(), (2, 3)).backward(np.ones((2, 3), int)), TypeError,
+     "grad_output"),
+    ("relu6-grad-shape", lambda c: _after(fl.ReLU6(), (2, 3)).backward(np.ones(6, f32)),
+     ValueError, "grad_output"),
+    ("softplus-backward-before-forward", lambda c: fl.Softplus().backward(np.ones(2, f32)),
+     RuntimeError, "before forward"),
+    ("linear-features-3d", lambda c: c.model[0](np.ones((2, 3, 5), f32)), ValueError,
+     "input.*4 features"),
+    ("linear-gelu-features-3d", Prep(_fused_gelu_3d, lambda c: c.extra(np.ones((2, 5, 3), f32))),
+     ValueError, "4 features"),
+    ("linear-gelu-grad-flattened", Prep(_fused_gelu_3d,
+                                        lambda c: c.extra.backward(np.ones((10, 3), f32))),
+     ValueError, "grad_output"),
+    ("linear-gelu-grad-dtype", Prep(_fused_gelu_3d,
+                                    lambda c: c.extra.backward(np.ones((2, 5, 3)))),
+     TypeError, "grad_output"),
 ]
 
 
@@ -657,7 +711,8 @@ def test_elementwise_backward_shape_message_names_grad_output():
 
 
 def test_elementwise_backward_bad_shape_raises_value_error():
-    for act in (fl.ReLU(), fl.LeakyReLU(), fl.Sigmoid(), fl.Tanh()):
+    for act in (fl.ReLU(), fl.LeakyReLU(), fl.Sigmoid(), fl.Tanh(), fl.GELU(), fl.SiLU(),
+                fl.Hardtanh(), fl.ReLU6(), fl.ELU(), fl.Softplus()):
         _after(act, (2, 3))
         with pytest.raises(ValueError, match="shape"):
             act.backward(np.ones((3, 2), f32))

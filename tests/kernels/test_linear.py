@@ -1,13 +1,17 @@
-"""linear_forward / linear_backward against their NumPy twins, with and without bias, every activation."""
+"""linear_forward / linear_backward against their NumPy twins, with and without bias, for every
+activation (the parallel build in float32 only: each activation code is a build of its own)."""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kernels import activations as A
+from tests.kernels.test_activations import build_dtype, reference_derivative, reference_forward
 
-ACTS = [A.IDENTITY, A.RELU, A.LEAKY_RELU, A.SIGMOID, A.TANH]
+ACTS = sorted(A.NAMES)
 DTYPES = [np.float32, np.float64]
+PARAMS = {A.LEAKY_RELU: (0.05, 0.0), A.HARDTANH: (-0.5, 0.8), A.ELU: (0.7, 0.0),
+          A.SOFTPLUS: (2.0, 3.0)}
 
 
 def problem(n, k, m, dtype, seed, bias):
@@ -27,16 +31,25 @@ def loose(dtype):
 @given(n=st.integers(1, 13), k=st.integers(1, 17), m=st.integers(1, 19),
        dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
 def test_linear_forward_matches_twin(build, numba_ops, numpy_ops, act, bias, n, k, m, dtype, seed):
+    dtype = build_dtype(build, dtype)
     _, x, w, b = problem(n, k, m, dtype, seed, bias)
-    slope = 0.05
-    y = numba_ops.linear_forward(x, w, b, act, slope)
+    params = PARAMS.get(act, A.NO_PARAMS)
+    y, saved = numba_ops.linear_forward(x, w, b, act, params)
     assert y.shape == (n, m) and y.dtype == np.dtype(dtype)
-    np.testing.assert_allclose(y, numpy_ops.linear_forward(x, w, b, act, slope), **loose(dtype))
-    # and against an independent float64 formula
+    y_ref, saved_ref = numpy_ops.linear_forward(x, w, b, act, params)
+    np.testing.assert_allclose(y, y_ref, **loose(dtype))
+    # The saved array is the output, or the pre-activation where the backward reads the input.
     pre = x.astype(np.float64) @ w.astype(np.float64).T + (0 if b is None else b)
-    expect = {A.IDENTITY: pre, A.RELU: np.maximum(pre, 0), A.LEAKY_RELU: np.where(pre > 0, pre, slope * pre),
-              A.SIGMOID: 1 / (1 + np.exp(-pre)), A.TANH: np.tanh(pre)}[act]
-    np.testing.assert_allclose(y, expect, **loose(dtype))
+    if act in A.NEEDS_INPUT:
+        assert saved is not y and saved.shape == y.shape
+        np.testing.assert_allclose(saved, pre, **loose(dtype))
+        np.testing.assert_allclose(saved_ref, pre, **loose(dtype))
+    else:
+        assert saved is y and saved_ref is y_ref
+    # and against an independent float64 formula
+    np.testing.assert_allclose(y, reference_forward(saved if act in A.NEEDS_INPUT else
+                                                    pre.astype(dtype), act, params),
+                               **loose(dtype))
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -45,9 +58,10 @@ def test_linear_forward_matches_twin(build, numba_ops, numpy_ops, act, bias, n, 
        dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16), need_dx=st.booleans())
 def test_linear_backward_matches_twin(build, numba_ops, numpy_ops, act, bias, n, k, m, dtype, seed,
                                       need_dx):
+    dtype = build_dtype(build, dtype)
     rng, x, w, b = problem(n, k, m, dtype, seed, bias)
-    slope = 0.05
-    y = numpy_ops.linear_forward(x, w, b, act, slope)
+    params = PARAMS.get(act, A.NO_PARAMS)
+    y, saved = numpy_ops.linear_forward(x, w, b, act, params)
     grad = rng.standard_normal((n, m)).astype(dtype)
     # Gradients accumulate: start from non-zero dw/db.
     dw0 = rng.standard_normal((m, k)).astype(dtype)
@@ -55,8 +69,8 @@ def test_linear_backward_matches_twin(build, numba_ops, numpy_ops, act, bias, n,
     dw, dw_ref = dw0.copy(), dw0.copy()
     db = None if db0 is None else db0.copy()
     db_ref = None if db0 is None else db0.copy()
-    dx = numba_ops.linear_backward(grad, x, w, y, act, slope, dw, db, need_dx)
-    dx_ref = numpy_ops.linear_backward(grad, x, w, y, act, slope, dw_ref, db_ref, need_dx)
+    dx = numba_ops.linear_backward(grad, x, w, saved, act, params, dw, db, need_dx)
+    dx_ref = numpy_ops.linear_backward(grad, x, w, saved, act, params, dw_ref, db_ref, need_dx)
     np.testing.assert_allclose(dw, dw_ref, **loose(dtype))
     if bias:
         np.testing.assert_allclose(db, db_ref, **loose(dtype))
@@ -65,12 +79,9 @@ def test_linear_backward_matches_twin(build, numba_ops, numpy_ops, act, bias, n,
         np.testing.assert_allclose(dx, dx_ref, **loose(dtype))
     else:
         assert dx is None and dx_ref is None
-    # Independent reference for the accumulated weight gradient.
-    y64 = y.astype(np.float64)
-    deriv = {A.IDENTITY: np.ones_like(y64), A.RELU: (y64 > 0) * 1.0,
-             A.LEAKY_RELU: np.where(y64 > 0, 1.0, slope), A.SIGMOID: y64 * (1 - y64),
-             A.TANH: 1 - y64 * y64}[act]
-    g64 = grad.astype(np.float64) * deriv
+    # Independent reference for the accumulated weight gradient, from the pre-activation.
+    pre = x.astype(np.float64) @ w.astype(np.float64).T + (0 if b is None else b)
+    g64 = grad.astype(np.float64) * reference_derivative(pre, act, params)
     np.testing.assert_allclose(dw, dw0 + g64.T @ x.astype(np.float64), **loose(dtype))
     if bias:
         np.testing.assert_allclose(db, db0 + g64.sum(axis=0), **loose(dtype))
@@ -84,9 +95,9 @@ def test_linear_backward_writes_into_a_view_of_a_packed_buffer(numba_ops, dtype)
     flat = np.zeros(4 * 5 + 4 + 3, dtype)
     dw = flat[3:23].reshape(4, 5)
     db = flat[23:27]
-    y = numba_ops.linear_forward(x, w, b, A.IDENTITY, 0.0)
+    y, saved = numba_ops.linear_forward(x, w, b, A.IDENTITY, A.NO_PARAMS)
     grad = rng.standard_normal(y.shape).astype(dtype)
-    numba_ops.linear_backward(grad, x, w, y, A.IDENTITY, 0.0, dw, db, True)
+    numba_ops.linear_backward(grad, x, w, saved, A.IDENTITY, A.NO_PARAMS, dw, db, True)
     np.testing.assert_allclose(flat[3:23].reshape(4, 5), grad.T @ x, **loose(dtype))
     np.testing.assert_allclose(flat[23:27], grad.sum(0), **loose(dtype))
     assert np.all(flat[:3] == 0)

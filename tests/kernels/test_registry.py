@@ -35,7 +35,7 @@ def test_both_backends_register_identical_names():
 def test_numba_backend_holds_the_compiled_dispatchers():
     ns = kernels.backend("numba")
     for name in ("softmax_forward", "log_softmax_backward", "sgd_step", "adam_step", "nadam_step",
-                 "rmsprop_step", "bias_act_forward"):
+                 "rmsprop_step"):
         disp = getattr(ns, name)
         assert hasattr(disp, "serial") and hasattr(disp, "parallel"), name
 
@@ -55,9 +55,10 @@ def test_registering_a_name_twice_raises_and_keeps_the_first():
 
 def test_build_fixture_reaches_the_private_helpers():
     names = {n for n, _ in compiled_dispatchers()}
-    for required in ("activations._act_flat", "activations._act_grad_flat",
-                     "activations._act_bias_backward", "activations.bias_act_forward",
-                     "softmax._ce_rows", "softmax.softmax_forward", "softmax.log_softmax_forward",
+    codes = sorted(activations.NAMES)
+    assert {f"activations.{k}[{c}]" for k in ("_act_flat", "_act_grad_flat", "_bias_act",
+                                              "_act_bias_backward") for c in codes} <= names
+    for required in ("softmax._ce_rows", "softmax.softmax_forward", "softmax.log_softmax_forward",
                      "losses._pointwise", "optim.sgd_step", "optim.rmsprop_step",
                      "optim.adam_step", "optim.nadam_step"):
         assert required in names
@@ -106,22 +107,37 @@ def test_dispatch_picks_serial_below_and_parallel_at_threshold():
 
 
 def test_serial_and_parallel_builds_are_distinct_compilations():
-    assert activations._act_flat.serial is not activations._act_flat.parallel
+    relu = activations._act_flat[activations.RELU]
+    assert relu.serial is not relu.parallel
     # Distinct cache names for the two builds (Numba's cache index ignores compile options).
-    serial_name = activations._act_flat.serial.py_func.__qualname__
-    parallel_name = activations._act_flat.parallel.py_func.__qualname__
+    serial_name = relu.serial.py_func.__qualname__
+    parallel_name = relu.parallel.py_func.__qualname__
     assert "__serial" in serial_name and "__parallel" in parallel_name
     assert serial_name.split("__")[-1] == parallel_name.split("__")[-1].replace("parallel", "serial")
-    assert activations._act_flat.parallel.targetoptions.get("parallel") is True
-    assert not activations._act_flat.serial.targetoptions.get("parallel")
+    assert relu.parallel.targetoptions.get("parallel") is True
+    assert not relu.serial.targetoptions.get("parallel")
+
+
+def test_bound_builds_are_named_apart_and_see_their_binding():
+    # One source, one build per activation code: each under its own cache name, with ACT bound.
+    builds = activations._act_flat
+    names = {b.serial.py_func.__qualname__ for b in builds.values()}
+    assert len(names) == len(builds)
+    for act, b in builds.items():
+        assert b.serial.py_func.__globals__["ACT"] == act == b.parallel.py_func.__globals__["ACT"]
+        assert activations.NAMES[act] in b.serial.py_func.__qualname__
+    assert activations.ACT is None                     # the module's own globals are untouched
+    with pytest.raises(ValueError, match="together"):
+        _registry.compiled(bind={"ACT": 1})
 
 
 def test_build_fixture_really_runs_the_parallel_build(build):
     x = np.linspace(-3, 3, 37)
     out = np.empty_like(x)
-    activations._act_flat(x, out, activations.RELU, 0.0)
+    relu = activations._act_flat[activations.RELU]
+    relu(x, out, *activations.NO_PARAMS)
     np.testing.assert_array_equal(out, np.maximum(x, 0))
-    disp = activations._act_flat.parallel if build == "parallel" else activations._act_flat.serial
+    disp = relu.parallel if build == "parallel" else relu.serial
     assert any(sig[0] == numba.typeof(x) for sig in disp.signatures)
 
 

@@ -1,8 +1,9 @@
-"""kernels/_vmath.py: exp, log, log1p, tanh and sum64 against NumPy, measured in ulp.
+"""kernels/_vmath.py: exp, expm1, log, log1p, tanh, erf and sum64 against NumPy (erf: the standard
+library's math.erf), measured in ulp.
 
 Each function runs inside a compiled loop (the way the kernels call it, so the vectorised body and
 the scalar remainder both run) over dense grids and the special values, in float32 and float64.
-The float32 reference is NumPy's float64 result rounded to float32 (correctly rounded but for rare
+The float32 reference is the float64 result rounded to float32 (correctly rounded but for rare
 double-rounding ties): NumPy's own float32 exp and log are up to 2 and 4 ulp from it.
 """
 import math
@@ -15,8 +16,14 @@ from numba import njit
 from kernels import _vmath as V
 
 DTYPES = [np.float32, np.float64]
-MAX_ULP = 2          # measured: 1 ulp in float32 (all four), 1 (exp, log, log1p) and 2 (tanh) in float64
-FUNCS = {"exp": V.exp, "log": V.log, "log1p": V.log1p, "tanh": V.tanh}
+# measured: 1 ulp in float32 (exp, log, log1p, tanh, erf) and 2 (expm1); 1 (exp, log, log1p) and
+# 2 (tanh, expm1, erf) in float64
+MAX_ULP = 2
+FUNCS = {"exp": V.exp, "expm1": V.expm1, "log": V.log, "log1p": V.log1p, "tanh": V.tanh,
+         "erf": V.erf}
+# The float64 references: NumPy's, and the standard library's erf (NumPy has none).
+REFERENCES = {name: getattr(np, name) for name in FUNCS if name != "erf"}
+REFERENCES["erf"] = np.frompyfunc(math.erf, 1, 1)
 
 
 def _compiled_loop(fn):
@@ -38,7 +45,7 @@ def run(name, x):
 
 def reference(name, x):
     with np.errstate(all="ignore"):
-        return getattr(np, name)(x.astype(np.float64)).astype(x.dtype)
+        return REFERENCES[name](x.astype(np.float64)).astype(np.float64).astype(x.dtype)
 
 
 def ulp_distance(a, b):
@@ -58,10 +65,17 @@ def grid(name, dtype):
     f32 = dtype == np.float32
     rng = np.random.default_rng(0)
     big = np.finfo(dtype).max
-    if name == "exp":
+    if name in ("exp", "expm1"):
         lo, hi = (-105.0, 89.0) if f32 else (-746.0, 710.0)
         parts = [np.linspace(lo, hi, 1_000_003), np.linspace(-1, 1, 100_003),
                  rng.uniform(lo, hi, 100_000)]
+        if name == "expm1":   # small arguments of both signs, and the cancelling n = +-1, +-2
+            tiny = np.geomspace(1e-30, 1, 200_003)
+            parts += [tiny, -tiny, np.linspace(-2, 2, 400_003), np.linspace(-40, -15, 100_003)]
+    elif name == "erf":       # the branch point 1, the tails to where erf rounds to +-1, tiny ones
+        tiny = np.geomspace(1e-30, 7, 300_003)
+        parts = [np.linspace(-7, 7, 1_000_003), np.linspace(0.9, 1.1, 200_003), tiny, -tiny,
+                 rng.uniform(-7, 7, 100_000)]
     elif name in ("log", "log1p"):
         tiny = float(np.finfo(dtype).smallest_subnormal)
         pos = np.geomspace(tiny, float(big) / 2, 1_000_003)     # (the maximum is in SPECIAL)
@@ -86,6 +100,14 @@ SPECIAL = {
                            1.7976931348623157e308]},
     "tanh": {np.float32: [0.625, np.nextafter(np.float32(0.625), np.float32(0)), 9.0, 1e-30, -1e-30],
              np.float64: [0.625, np.nextafter(0.625, 0.0), 19.1, 1e-300, -1e-300]},
+    # expm1: the overflow threshold, the lower clamp, tiny arguments (subnormals included)
+    "expm1": {np.float32: [88.72283, 88.72284, -18.0, -17.9, 1e-30, -1e-30, 1e-45, 1e-8],
+              np.float64: [709.782712893384, 709.7827128933841, -38.0, -37.9, 1e-300, -1e-300,
+                           5e-324, 1e-17]},
+    # erf: the branch point, the clamps, subnormals
+    "erf": {np.float32: [1.0, np.nextafter(np.float32(1), np.float32(0)), 4.0, -4.0, 3.9, 1e-45,
+                         -1e-45, 1e-30],
+            np.float64: [1.0, np.nextafter(1.0, 0.0), 6.0, -6.0, 5.9, 5e-324, -5e-324, 1e-300]},
 }
 EVERYWHERE = [0.0, -0.0, np.inf, -np.inf, np.nan]
 
@@ -133,10 +155,11 @@ def test_exp_overflow_and_underflow_boundaries(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_float64_matches_numpy_float64(dtype):
     """In float64 the reference is NumPy itself (its float64 exp/log are correctly rounded here or
-    nearly); in float32, NumPy's float32 results stay within their own error of ours."""
-    numpy_own_error = {"exp": 2, "log": 4, "log1p": 1, "tanh": 1} if dtype == np.float32 else \
-        dict.fromkeys(FUNCS, 0)
-    for name in FUNCS:
+    nearly); in float32, NumPy's float32 results stay within their own error of ours (erf, which
+    NumPy lacks, is measured against math.erf only)."""
+    numpy_own_error = {"exp": 2, "expm1": 1, "log": 4, "log1p": 1, "tanh": 1} \
+        if dtype == np.float32 else dict.fromkeys(set(FUNCS) - {"erf"}, 0)
+    for name in numpy_own_error:
         x = grid(name, dtype)[::7]
         with np.errstate(all="ignore"):
             want = getattr(np, name)(x)
@@ -165,5 +188,6 @@ def test_no_maths_library_calls(name):
         asm = loop.inspect_asm(sig)
         symbols = set(re.findall(r"\$([A-Za-z_]\w*)", asm)) | set(re.findall(r"call\w*\s+([A-Za-z_]\w*)",
                                                                             asm))
-        libm = {"exp", "expf", "log", "logf", "log1p", "log1pf", "tanh", "tanhf", "expm1", "expm1f"}
+        libm = {"exp", "expf", "log", "logf", "log1p", "log1pf", "tanh", "tanhf", "expm1", "expm1f",
+                "erf", "erff", "erfc", "erfcf"}
         assert not symbols & libm, (sig, symbols & libm)
