@@ -36,6 +36,10 @@ DTYPE = np.float32
 # touch about this many elements. Every reported value is the time of one call.
 LOOP_ELEMENTS = 1 << 18
 
+# A cap on the rounds of every side-by-side ratio (the track_ rows): CI's smoke run sets it to 1,
+# since it checks that each benchmark runs, not what it measures. Unset: each row's own count.
+MAX_ROUNDS = int(os.environ.get("FASTLAYERS_BENCH_MAX_ROUNDS", "0")) or None
+
 def settle():
     """Import fastlayers (its import settles Numba's and BLAS's threads): from setup, never at
     module import (see the module docstring)."""
@@ -233,6 +237,7 @@ def interleaved_medians(fns, rounds=15, min_time=2e-3, lead_time=10e-3):
     after its last op, and a loop timed right after a torch callable shared the CPU with them (a
     linear+relu forward and backward measured 1.4-1.7 ms instead of 0.6 ms)."""
     settle()
+    rounds = min(rounds, MAX_ROUNDS or rounds)
     loops = {}
     for name, fn in fns.items():
         fn()  # warm-up (compiles)

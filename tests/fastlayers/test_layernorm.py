@@ -31,14 +31,6 @@ def test_gradcheck(normalized_shape, shape, affine, bias):
 
 # ----------------------------------------------------------------------------------- PyTorch parity
 
-def _torch_copy(torch, layer):
-    theirs = torch.nn.LayerNorm(layer.normalized_shape, eps=layer.eps,
-                                elementwise_affine=layer.elementwise_affine,
-                                bias=layer.bias is not None)
-    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
-    return theirs
-
-
 @settings(max_examples=20, deadline=None)
 @given(lead=st.lists(st.integers(1, 5), min_size=0, max_size=2),
        normalized=st.lists(st.integers(1, 9), min_size=1, max_size=2),
@@ -51,7 +43,7 @@ def test_matches_torch(lead, normalized, options, eps, offset, train, backend_na
     affine, bias = options
     layer = _randomise(fl.LayerNorm(tuple(normalized), eps=eps, elementwise_affine=affine,
                                     bias=bias), seed)
-    theirs = _torch_copy(torch, layer)
+    theirs = fl.to_torch(layer)
     layer.train(train)
     theirs.train(train)
     rng = np.random.default_rng(seed)

@@ -43,32 +43,6 @@ def compare_module(ours, theirs, x, dtype, backend_name):
         np.testing.assert_allclose(p.grad, tp.grad.numpy(), **tol(dtype), err_msg=name)
 
 
-def torch_copy(model, dtype):
-    """A torch Sequential/module with the same structure and parameters as ``model``."""
-    if isinstance(model, fl.Sequential):
-        return nn.Sequential(*[torch_copy(m, dtype) for m in model])
-    if isinstance(model, fl.Linear):
-        lin = nn.Linear(model.in_features, model.out_features, bias=model.bias is not None,
-                        dtype=TORCH_DTYPE[dtype])
-        with torch.no_grad():
-            lin.weight.copy_(T(model.weight.data))
-            if model.bias is not None:
-                lin.bias.copy_(T(model.bias.data))
-        return lin
-    simple = {fl.ReLU: nn.ReLU, fl.Sigmoid: nn.Sigmoid, fl.Tanh: nn.Tanh, fl.Identity: nn.Identity}
-    if type(model) in simple:
-        return simple[type(model)]()
-    if isinstance(model, fl.LeakyReLU):
-        return nn.LeakyReLU(model.negative_slope)
-    if isinstance(model, fl.Softmax):
-        return nn.Softmax(dim=model.dim)
-    if isinstance(model, fl.LogSoftmax):
-        return nn.LogSoftmax(dim=model.dim)
-    if isinstance(model, fl.Flatten):
-        return nn.Flatten(model.start_dim, model.end_dim)
-    raise TypeError(type(model))
-
-
 DTYPES = [np.float32, np.float64]
 
 
@@ -78,7 +52,7 @@ DTYPES = [np.float32, np.float64]
 def test_linear(backend_name, dtype, bias, shape):
     fl.manual_seed(0)
     lin = fl.Linear(5, 4, bias=bias).to(dtype)
-    compare_module(lin, torch_copy(lin, dtype), rnd(shape, dtype, 1), dtype, backend_name)
+    compare_module(lin, fl.to_torch(lin), rnd(shape, dtype, 1), dtype, backend_name)
 
 
 ACTS = {"ReLU": fl.ReLU, "LeakyReLU": lambda: fl.LeakyReLU(0.1), "Sigmoid": fl.Sigmoid,
@@ -89,7 +63,7 @@ ACTS = {"ReLU": fl.ReLU, "LeakyReLU": lambda: fl.LeakyReLU(0.1), "Sigmoid": fl.S
 @pytest.mark.parametrize("act", list(ACTS))
 def test_activations(backend_name, dtype, act):
     m = ACTS[act]()
-    compare_module(m, torch_copy(m, dtype), rnd((4, 3, 5), dtype, 2, scale=3), dtype, backend_name)
+    compare_module(m, fl.to_torch(m), rnd((4, 3, 5), dtype, 2, scale=3), dtype, backend_name)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -97,7 +71,7 @@ def test_activations(backend_name, dtype, act):
 def test_fused_linear_activation(backend_name, dtype, act):
     fl.manual_seed(1)
     m = fl.Sequential(fl.Linear(5, 6), ACTS[act]()).to(dtype)
-    compare_module(m, torch_copy(m, dtype), rnd((8, 5), dtype, 3), dtype, backend_name)
+    compare_module(m, fl.to_torch(m), rnd((8, 5), dtype, 3), dtype, backend_name)
 
 
 SPECIAL = [-np.inf, np.nan, np.inf, -2.0, -0.0, 0.0, 3.0, np.nan]
@@ -114,7 +88,7 @@ def test_piecewise_linear_at_nan_and_inf(backend_name, build, dtype, act):
     y = m(x)
     dx = m.backward(g)
     xt = T(x, grad=True)
-    yt = torch_copy(m, dtype)(xt)
+    yt = fl.to_torch(m)(xt)
     yt.backward(T(g))
     np.testing.assert_array_equal(y, yt.detach().numpy())
     np.testing.assert_array_equal(dx, xt.grad.numpy())
@@ -148,7 +122,7 @@ def test_batchnorm_relu_eval_at_nan_and_inf(backend_name, build, dtype):
 @pytest.mark.parametrize("dim", [0, 1, -1])
 def test_softmax(backend_name, dtype, cls, dim):
     m = cls(dim=dim)
-    compare_module(m, torch_copy(m, dtype), rnd((3, 4, 5), dtype, 4, scale=5), dtype, backend_name)
+    compare_module(m, fl.to_torch(m), rnd((3, 4, 5), dtype, 4, scale=5), dtype, backend_name)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -166,10 +140,10 @@ def test_whole_mlp(backend_name, dtype):
     model = fl.Sequential(fl.Flatten(), fl.Linear(12, 16), fl.ReLU(), fl.Linear(16, 8), fl.Tanh(),
                           fl.Linear(8, 8), fl.LeakyReLU(0.05), fl.Linear(8, 6), fl.Sigmoid(),
                           fl.Linear(6, 4), fl.LogSoftmax()).to(dtype)
-    compare_module(model, torch_copy(model, dtype), rnd((10, 3, 4), dtype, 6), dtype, backend_name)
+    compare_module(model, fl.to_torch(model), rnd((10, 3, 4), dtype, 6), dtype, backend_name)
     # and through a loss, the way training uses it
     x, y = rnd((10, 3, 4), dtype, 7), np.random.default_rng(7).integers(0, 4, 10)
-    tm = torch_copy(model, dtype)
+    tm = fl.to_torch(model)
     loss_fn = fl.NLLLoss()
     model.zero_grad()
     value = loss_fn(model(x), y)
@@ -333,7 +307,7 @@ def mlp_trajectory(ours_opt_factory, theirs_opt_factory, dtype, steps=100):
     (gradients from each framework's own backward)."""
     fl.manual_seed(0)
     ours = fl.Sequential(fl.Linear(6, 8), fl.Tanh(), fl.Linear(8, 4)).to(dtype)
-    theirs = torch_copy(ours, dtype)
+    theirs = fl.to_torch(ours)
     opt, topt = ours_opt_factory(ours.parameters()), theirs_opt_factory(theirs.parameters())
     r = np.random.default_rng(1)
     loss_fn, tloss_fn = fl.CrossEntropyLoss(), nn.CrossEntropyLoss()
