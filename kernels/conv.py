@@ -512,23 +512,20 @@ def _wgrad_s1(grad, x, top, left, hp, wp, dw_, db, has_bias, dh, dwl, nchunk, gr
 def _spread(src, frame, top, left, sh, sw, hq, wq):
     # src (R, Q) lands in the flattened (Hq, Wq) frame at (top + r sh, left + q sw) (positions
     # outside the frame are dropped); the frame's other positions are left as they are (the same
-    # positions are written at every call, so they stay zero).
+    # positions are written at every call, so they stay zero). Stride 1 is _place's copy.
+    if sh == 1 and sw == 1:
+        _place(src.reshape((1,) + src.shape), frame.reshape((1, frame.size)), 0, top, left, hq,
+               wq)
+        return
     for r in range(src.shape[0]):
         fr = top + r * sh
         if fr < 0 or fr >= hq:
             continue
         srow = src[r]
         at = fr * wq + left
-        if sw == 1:
-            q0, q1 = max(0, -left), min(src.shape[1], wq - left)
-            dst = frame[at + q0:at + q1]
-            part = srow[q0:q1]
-            for q in range(q1 - q0):
-                dst[q] = part[q]
-        else:
-            for q in range(src.shape[1]):
-                if 0 <= left + q * sw < wq:
-                    frame[at + q * sw] = srow[q]
+        for q in range(src.shape[1]):
+            if 0 <= left + q * sw < wq:
+                frame[at + q * sw] = srow[q]
 
 
 @njit(inline="always", **OPTIONS)

@@ -360,11 +360,12 @@ def _adaptive_avg(x, y, nchunk):
 
 
 @compiled(parallel_min=1 << 15)
-def _adaptive_avg_backward(grad, dx, nchunk):
-    # dx (N, C, H, W): each input gets grad / (bin area) of every bin holding it. Per output row,
-    # the row's shares are laid along W (float64), then added to each input row of its bin (the
-    # bins of consecutive rows may overlap: dx is cleared first and accumulates). The (n, c) planes
-    # are split into nchunk chunks; a thread owns a chunk and writes dx[n, c] of its planes.
+def _adaptive_avg_backward(dx, grad, nchunk):
+    # dx (N, C, H, W) (first: its size picks the build; grad may be far smaller): each input gets
+    # grad / (bin area) of every bin holding it. Per output row, the row's shares are laid along
+    # W (float64), then added to each input row of its bin (the bins of consecutive rows may
+    # overlap: dx is cleared first and accumulates). The (n, c) planes are split into nchunk
+    # chunks; a thread owns a chunk and writes dx[n, c] of its planes.
     n_, c_, h, w = dx.shape
     oh, ow = grad.shape[2], grad.shape[3]
     tasks = n_ * c_
@@ -483,7 +484,7 @@ def adaptive_avgpool2d_forward(x, output_size):
 
 def adaptive_avgpool2d_backward(grad, x_shape):
     dx = np.empty(x_shape, grad.dtype)
-    _adaptive_avg_backward(grad, dx, _pool_chunks(dx))
+    _adaptive_avg_backward(dx, grad, _pool_chunks(dx))
     return dx
 
 
