@@ -1,10 +1,10 @@
 """Elementwise activations, and the bias+activation passes fused around a GEMM.
 
 An activation is an integer code and a pair of constants ``params = (p0, p1)`` (Python floats, cast
-to the data's dtype as PyTorch casts its Scalars), so one kernel serves all of them (the branch is
-taken once, outside the loop). Each backward reads one saved array, ``s``: the activation's output
-y where the derivative follows from it, its input x where it does not (the codes in NEEDS_INPUT).
-A layer keeps whichever its code names, and nothing else:
+to the data's dtype as PyTorch casts its Scalars). One source serves every code, compiled once per
+code so that each build holds its own branch only (see _per_code). Each backward reads one saved
+array, ``s``: the activation's output y where the derivative follows from it, its input x where it
+does not (the codes in NEEDS_INPUT). A layer keeps whichever its code names, and nothing else:
 
     code        y                                    backward reads   dy/dx
     IDENTITY    x                                    y                1
