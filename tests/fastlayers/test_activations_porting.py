@@ -10,11 +10,10 @@ from hypothesis import strategies as st
 import fastlayers as fl
 from fastlayers.gradcheck import gradcheck
 from kernels.batchnorm import FUSED_ACTS
+from tests.fastlayers.test_torch_parity import TORCH_DTYPE, T, rnd, tol
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
-
-TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 # name: (ours, theirs) constructors with the same arguments
 MODULES = {
     "GELU": (fl.GELU, nn.GELU),
@@ -32,17 +31,6 @@ MODULES = {
 NAMES = list(MODULES)
 
 
-def T(a, grad=False):
-    t = torch.from_numpy(np.array(a))
-    return t.requires_grad_(True) if grad else t
-
-
-def tol(dtype):
-    return dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
-
-
-def rnd(shape, dtype, seed, scale=1.0):
-    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
 
 
 def torch_linear(lin, dtype):

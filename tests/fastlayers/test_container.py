@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastlayers as fl
+from tests.fastlayers.test_porting_models import train_side_by_side
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -166,21 +167,12 @@ def test_custom_module_over_containers_trains_like_torch():
     ours, theirs = Net(6, 3), TorchNet(6, 3)
     assert keys(ours) == keys(theirs)
     theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
-    opt, topt = fl.SGD(ours.parameters(), lr=0.1), torch.optim.SGD(theirs.parameters(), lr=0.1)
-    loss, tloss = fl.CrossEntropyLoss(), nn.CrossEntropyLoss()
     r = np.random.default_rng(0)
-    for _ in range(10):
-        x = r.standard_normal((8, 6)).astype(np.float32)
-        y = r.integers(0, 3, 8)
-        value = loss(ours(x), y)
-        opt.zero_grad()
-        ours.backward(loss.backward())
-        opt.step()
-        topt.zero_grad()
-        tvalue = tloss(theirs(torch.from_numpy(x)), torch.from_numpy(y))
-        tvalue.backward()
-        topt.step()
-        assert value == pytest.approx(tvalue.item(), rel=1e-5)
+    batches = [(r.standard_normal((8, 6)).astype(np.float32), r.integers(0, 3, 8))
+               for _ in range(10)]
+    train_side_by_side(ours, theirs, batches, fl.CrossEntropyLoss(), nn.CrossEntropyLoss(),
+                       fl.SGD(ours.parameters(), lr=0.1),
+                       torch.optim.SGD(theirs.parameters(), lr=0.1), rtol=1e-5, atol=1e-6)
     for k, v in ours.state_dict().items():
         np.testing.assert_allclose(v, theirs.state_dict()[k].numpy(), rtol=1e-5, atol=1e-6)
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastlayers as fl
+from tests.fastlayers.test_porting_models import train_side_by_side
 from tests.fastlayers.test_torch_parity import T, compare_module, rnd
 
 torch = pytest.importorskip("torch")
@@ -109,22 +110,12 @@ def test_ported_sequential_trains_like_torch():
     theirs = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 10))
     ours = fl.from_torch(theirs)
-    opt = fl.Adam(ours.parameters(), lr=1e-2)
-    topt = torch.optim.Adam(theirs.parameters(), lr=1e-2)
-    loss, tloss = fl.CrossEntropyLoss(), nn.CrossEntropyLoss()
     r = np.random.default_rng(0)
-    for _ in range(20):
-        x = r.standard_normal((8, 1, 8, 8)).astype(np.float32)
-        y = r.integers(0, 10, 8)
-        value = loss(ours(x), y)
-        opt.zero_grad()
-        ours.backward(loss.backward())
-        opt.step()
-        topt.zero_grad()
-        tvalue = tloss(theirs(T(x)), T(y))
-        tvalue.backward()
-        topt.step()
-        assert value == pytest.approx(tvalue.item(), rel=1e-4, abs=1e-5)
+    batches = [(r.standard_normal((8, 1, 8, 8)).astype(np.float32), r.integers(0, 10, 8))
+               for _ in range(20)]
+    train_side_by_side(ours, theirs, batches, fl.CrossEntropyLoss(), nn.CrossEntropyLoss(),
+                       fl.Adam(ours.parameters(), lr=1e-2),
+                       torch.optim.Adam(theirs.parameters(), lr=1e-2), atol=1e-5)
 
 
 @pytest.mark.parametrize("freeze", [False, True])
