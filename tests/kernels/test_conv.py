@@ -45,18 +45,23 @@ def _all_grads(fwd, bin_, bw, x, w, b, g, s, p, d):
     return y, dx, dw, db
 
 
-def _compare(case, dtype, rtol, atol):
-    x, w, b, g = _arrays(case, dtype)
-    args = (x, w, b, g, case["s"], case["p"], case["d"])
-    got = _all_grads(K.conv2d_forward, K.conv2d_backward_input, K.conv2d_backward_weight, *args)
-    want = _all_grads(K.conv2d_forward_np, K.conv2d_backward_input_np, K.conv2d_backward_weight_np,
-                      *args)
+def assert_outputs_match(got, want, dtype, rtol, atol):
+    """The (y, dx, dw, db) of the compiled kernels against the twins' (db None without a bias)."""
     for name, a, e in zip(("y", "dx", "dw", "db"), got, want):
         if e is None:
             assert a is None
             continue
         assert a.dtype == dtype and a.shape == e.shape, name
         np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=name)
+
+
+def _compare(case, dtype, rtol, atol):
+    x, w, b, g = _arrays(case, dtype)
+    args = (x, w, b, g, case["s"], case["p"], case["d"])
+    got = _all_grads(K.conv2d_forward, K.conv2d_backward_input, K.conv2d_backward_weight, *args)
+    want = _all_grads(K.conv2d_forward_np, K.conv2d_backward_input_np, K.conv2d_backward_weight_np,
+                      *args)
+    assert_outputs_match(got, want, dtype, rtol, atol)
 
 
 @settings(max_examples=20, deadline=None,
