@@ -111,7 +111,7 @@ def test_nan_and_inf_follow_torch(out, dtype):
         np.testing.assert_allclose(a, ta.numpy(), rtol=1e-6, atol=1e-6, err_msg=impl)
 
 
-@pytest.mark.parametrize("shape, out", [((4, 16, 28, 28), (1, 1)), ((2, 8, 14, 14), (7, 7)),
+@pytest.mark.parametrize("shape, out", [((2, 8, 28, 28), (1, 1)), ((2, 8, 14, 14), (7, 7)),
                                         ((2, 8, 13, 10), (4, 3)), ((3, 5, 6, 7), (6, 7))])
 def test_parity_with_torch_float32(shape, out):
     torch = pytest.importorskip("torch")
