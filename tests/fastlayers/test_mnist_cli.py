@@ -22,7 +22,7 @@ def _run(argv):
 def test_cli_process_trains_and_writes_json(tmp_path):
     path = tmp_path / "r.json"
     proc = subprocess.run([sys.executable, "-m", "fastlayers.mnist", "--epochs", "1", "--no-progress",
-                           "--json", str(path)], capture_output=True, text=True, timeout=300)
+                           "--json", str(path)], capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     assert "compile/load kernels" in proc.stdout and "epoch  1" in proc.stdout
     report = json.loads(path.read_text())
@@ -234,7 +234,7 @@ def test_plot_is_accuracy_against_training_time(tmp_path, monkeypatch):
 
 def _cli(*argv):
     proc = subprocess.run([sys.executable, "-m", "fastlayers.mnist", "--no-progress", *argv],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1200)
     return proc
 
 

@@ -24,7 +24,7 @@ def _fresh(code, **env):
         else:
             full[name] = value
     out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
-                         check=True, timeout=120)
+                         check=True, timeout=600)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

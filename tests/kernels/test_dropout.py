@@ -145,7 +145,7 @@ def test_masks_and_batchnorm_identical_with_one_and_two_threads():
         env = dict(os.environ, NUMBA_NUM_THREADS=threads)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         res = subprocess.run([sys.executable, "-c", _THREAD_SCRIPT], env=env, cwd=root,
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=1200)
         assert res.returncode == 0, res.stderr
         n, digest = res.stdout.split()
         assert n == threads
