@@ -36,9 +36,10 @@ DTYPE = np.float32
 # touch about this many elements. Every reported value is the time of one call.
 LOOP_ELEMENTS = 1 << 18
 
-# A cap on the rounds of every side-by-side ratio (the track_ rows): CI's smoke run sets it to 1,
-# since it checks that each benchmark runs, not what it measures. Unset: each row's own count.
-MAX_ROUNDS = int(os.environ.get("FASTLAYERS_BENCH_MAX_ROUNDS", "0")) or None
+# CI's smoke run (FASTLAYERS_BENCH_SMOKE=1) checks that every benchmark runs, not what it measures:
+# each family's time_ benchmarks take its first shape only (every implementation and axis value
+# still runs), and every side-by-side ratio (the track_ rows) one round.
+SMOKE = os.environ.get("FASTLAYERS_BENCH_SMOKE") == "1"
 
 def settle():
     """Import fastlayers (its import settles Numba's and BLAS's threads): from setup, never at
@@ -200,7 +201,8 @@ class Family(abc.ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.params = [list(cls.impls), list(cls.shapes)] + [list(v) for v in cls.axes.values()]
+        shapes = list(cls.shapes)[:1] if SMOKE else list(cls.shapes)
+        cls.params = [list(cls.impls), shapes] + [list(v) for v in cls.axes.values()]
         cls.param_names = ["impl", cls.shape_name, *cls.axes]
         for name in cls.timed:
             setattr(cls, f"time_{name}", _timed(name))
@@ -237,7 +239,7 @@ def interleaved_medians(fns, rounds=15, min_time=2e-3, lead_time=10e-3):
     after its last op, and a loop timed right after a torch callable shared the CPU with them (a
     linear+relu forward and backward measured 1.4-1.7 ms instead of 0.6 ms)."""
     settle()
-    rounds = min(rounds, MAX_ROUNDS or rounds)
+    rounds = 1 if SMOKE else rounds
     loops = {}
     for name, fn in fns.items():
         fn()  # warm-up (compiles)
