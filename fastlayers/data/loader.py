@@ -1,7 +1,7 @@
 """Mini-batches over in-memory arrays, in this process (no workers: forking after OpenMP hangs)."""
 import numpy as np
 
-from fastlayers import _checks
+from fastlayers import _checks, backend
 from fastlayers.random import generator
 
 __all__ = ["DataLoader"]
@@ -92,34 +92,30 @@ class DataLoader:
 
     def _batches(self, order):
         n, b = len(self.x), self.batch_size
-        # Shuffled uint8 rows are gathered into this private buffer (np.take with out=, about 15%
-        # faster per epoch here than fancy indexing) and scaled from it into a fresh float array.
-        # One buffer per epoch, so two iterators over the same loader never share it; no larger
-        # than the data, whatever the batch size.
-        buf = (np.empty((min(b, n),) + self.x.shape[1:], dtype=np.uint8)
-               if self._scale and order is not None else None)
+        # uint8 images are gathered and scaled in one compiled pass from a flat (N, D) view of the
+        # data (kernels/data.py); only a non-contiguous array, which has no such view, copies its
+        # batch's rows first.
+        images = (self.x.reshape(n, -1) if self._scale and self.x.flags.c_contiguous and n
+                  else None)
         for start in range(0, len(self) * b, b):
             stop = min(start + b, n)
             rows = slice(start, stop) if order is None else order[start:stop]
-            yield self._gather(rows, buf), self.y[rows].copy()
+            yield self._gather(rows, images), self.y[rows].copy()
 
-    def _gather(self, rows, buf):
+    def _gather(self, rows, images):
         """This batch's rows (only those) as a fresh C-contiguous array of ``dtype``."""
-        view = isinstance(rows, slice)
-        if view:
+        if not self._scale:
             xb = self.x[rows]
-        elif buf is not None:
-            # mode="clip" skips the bounds check that makes np.take buffer `out`; the rows are
-            # a permutation of range(n), so they are in bounds.
-            xb = np.take(self.x, rows, axis=0, out=buf[:len(rows)], mode="clip")
+            out = xb.astype(self.dtype, order="C", copy=isinstance(rows, slice))
         else:
-            xb = self.x[rows]  # a fresh copy of the rows
-        if self._scale:
-            out = np.empty(xb.shape, dtype=self.dtype)
-            np.divide(xb, self.dtype.type(255), out=out)
-        else:
-            out = xb.astype(self.dtype, order="C", copy=view)
-        return out.reshape((len(xb),) + self._sample_shape)
+            if isinstance(rows, slice):
+                rows = np.arange(rows.start, rows.stop)
+            if images is None:
+                images = np.ascontiguousarray(self.x[rows]).reshape(len(rows), -1)
+                rows = np.arange(len(rows))
+            out = np.empty((len(rows), images.shape[1]), dtype=self.dtype)
+            backend.ops().gather_scaled(images, rows, out, 255)
+        return out.reshape((len(out),) + self._sample_shape)
 
     def __repr__(self):
         return (f"DataLoader(num_samples={len(self.x)}, batch_size={self.batch_size}, "

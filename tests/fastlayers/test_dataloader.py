@@ -221,3 +221,23 @@ def test_batch_size_larger_than_the_data_allocates_only_the_data():
     batches = list(DataLoader(x, np.arange(5), batch_size=10 ** 15, shuffle=True))
     assert len(batches) == 1
     assert sorted(np.rint(batches[0][0][:, 0, 0, 0] * 255).astype(int).tolist()) == [0, 4, 8, 12, 16]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_non_contiguous_uint8_images(shuffle):
+    # A strided view has no flat (N, D) view: its batches are gathered first, with the same result.
+    rng = np.random.default_rng(2)
+    base = rng.integers(0, 256, (12, 6, 10), dtype=np.uint8)
+    x = base[:, :, ::2]
+    assert not x.flags.c_contiguous
+    y = np.arange(12)
+    fastlayers.manual_seed(1)
+    got = list(DataLoader(x, y, batch_size=5, shuffle=shuffle))
+    fastlayers.manual_seed(1)
+    want = list(DataLoader(np.ascontiguousarray(x), y, batch_size=5, shuffle=shuffle))
+    assert len(got) == len(want) == 3
+    for (xa, ya), (xb, yb) in zip(got, want):
+        assert xa.flags.c_contiguous and xa.shape == xb.shape
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(xa, x[ya][:, None] / np.float32(255))
+        np.testing.assert_array_equal(ya, yb)
