@@ -28,8 +28,9 @@ of its own. Results are those of the layers run one after the other, up to float
     stride 1.
 
 A fused step owns its validation and its cache, and reaches the layers it replaces only through
-their public attributes and methods; their own caches are left alone. A Sequential builds new
-steps at every forward, so a forward that fails leaves the steps (and caches) of the last good one.
+their public attributes and methods; their own caches are left alone. A Sequential plans its steps
+at every forward (taking again the fused steps of the last one that still apply), and a forward
+that fails puts back the caches of the last good one.
 """
 from fastlayers import _checks, backend
 from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
@@ -216,16 +217,27 @@ def _check_grad(grad_output, dtype, shape, owner):
 PATTERNS = ((4, ConvBlock), (3, NormActivationPool), (2, LinearActivation), (2, NormActivation))
 
 
-def plan(modules):
+def plan(modules, previous=()):
     """The steps that run ``modules`` (a Sequential's, in order): a :class:`FusedStep` where a
-    pattern applies, the module itself elsewhere."""
+    pattern applies, the module itself elsewhere. A fused step of ``previous`` (the last forward's
+    steps) that starts at the same position and runs the same modules under the same rule is
+    taken again rather than rebuilt."""
+    old, start = {}, 0
+    for step in previous:
+        fused = isinstance(step, FusedStep)
+        if fused:
+            old[start] = step
+        start += len(step.parts) if fused else 1
     steps = []
     i = 0
     while i < len(modules):
         for size, cls in PATTERNS:
             parts = modules[i:i + size]
             if len(parts) == size and cls.applies(*parts):
-                steps.append(cls(*parts))
+                step = old.get(i)
+                if type(step) is not cls or any(a is not b for a, b in zip(step.parts, parts)):
+                    step = cls(*parts)
+                steps.append(step)
                 i += size
                 break
         else:

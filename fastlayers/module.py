@@ -398,7 +398,8 @@ class Sequential(Module):
 
     def forward(self, x):
         from fastlayers import fused     # fused builds on the layer modules, which import this one
-        steps = fused.plan(list(self._modules.values()))
+        previous = self.__dict__.get("_steps", ())
+        steps = fused.plan(list(self._modules.values()), previous)
         undo = self._undo_log()
         keep = grad_mode._state["enabled"]
         try:
@@ -421,15 +422,16 @@ class Sequential(Module):
         return [getattr(s, "parts", (s,)) for s in self.__dict__.get("_steps", ())]
 
     def _undo_log(self):
-        """What a forward of this container can change: every descendant's cache, the buffers a
-        training forward updates in place (running statistics), and the dropout counter. A
-        failed forward puts them back, so it changes nothing. (Fused steps are built anew for
-        each forward: the last good forward's steps, with their caches, are never touched. A plain
-        walk: this runs on every forward.)"""
+        """What a forward of this container can change: the caches of every descendant and of
+        every Sequential's fused steps (the next forward may take them again), the buffers a
+        training forward updates in place (running statistics), and the dropout counter. A failed
+        forward puts them back, so it changes nothing. (A plain walk: this runs on every
+        forward.)"""
         mods = [self]
         for m in mods:
             mods.extend(m._modules.values())
-        caches = [(m, m.__dict__.get("_cache")) for m in mods]
+        steps = [s for m in mods for s in m.__dict__.get("_steps", ())]
+        caches = [(m, m.__dict__.get("_cache")) for m in (*mods, *steps)]
         buffers = [(b, b.copy()) for m in mods for b in m._buffers.values()
                    if b is not None] if self.training else []
         return caches, buffers, random.get_counter()

@@ -387,3 +387,59 @@ def test_parameter_wraps_arrays():
         fl.Parameter([1.0, 2.0])
     with pytest.raises(TypeError, match="dtype"):
         fl.Parameter(np.ones(3, np.int32))
+
+
+class _Raiser(fl.Module):
+    """Identity, or a ValueError when ``fail`` is set (a layer whose input check fails)."""
+
+    fail = False
+
+    def forward(self, x):
+        if self.fail:
+            raise ValueError("bad input")
+        self._cache = True
+        return x
+
+    def backward(self, grad_output):
+        self._saved()
+        return grad_output
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_failed_forward_after_fused_steps_keeps_the_last_good_caches(nested):
+    # The fused steps run (and cache) before the failing layer; the backward must still see the
+    # last good forward, as in a twin that never ran the failed one.
+    def build():
+        fl.manual_seed(0)
+        head = [fl.Linear(4, 3), fl.ReLU(), fl.Linear(3, 3), fl.Tanh()]
+        body = [fl.Sequential(*head)] if nested else head
+        return fl.Sequential(*body, _Raiser())
+    rng = np.random.default_rng(0)
+    x1, x2 = (rng.standard_normal((5, 4)).astype(np.float32) for _ in range(2))
+    g = rng.standard_normal((5, 3)).astype(np.float32)
+    model, twin = build(), build()
+    model(x1)
+    twin(x1)
+    model[-1].fail = True
+    with pytest.raises(ValueError, match="bad input"):
+        model(x2)
+    model[-1].fail = False
+    np.testing.assert_array_equal(model.backward(g), twin.backward(g))
+    for (name, p), (_, q) in zip(model.named_parameters(), twin.named_parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+
+
+def test_fused_steps_are_taken_again_only_while_they_apply():
+    lin, act = fl.Linear(3, 3), fl.ReLU()
+    model = fl.Sequential(lin, act, lin, act)      # one module twice: two steps, never one shared
+    x = np.ones((2, 3), np.float32)
+    model(x)
+    first = list(model._steps)
+    assert len(first) == 2 and first[0] is not first[1]
+    model(x)
+    assert [a is b for a, b in zip(model._steps, first)] == [True, True]   # each taken once
+    ident = fl.Identity()
+    setattr(model, "1", ident)                     # the first pair no longer fuses
+    model(x)
+    assert model.steps == [(lin,), (ident,), (lin, act)]
+    assert model._steps[2] is first[1]
