@@ -65,7 +65,7 @@ def class_labels(target, shape, num_classes, owner, ignore_index=None):
     if not isinstance(target, np.ndarray):
         raise TypeError(f"{owner}: target must be a numpy.ndarray of class indices, "
                         f"got {type(target).__name__}")
-    if not np.issubdtype(target.dtype, np.integer):
+    if target.dtype.kind not in "iu":        # np.issubdtype(., np.integer), without its cost
         raise TypeError(f"{owner}: class-index target must have an integer dtype, got {target.dtype} "
                         f"(for class probabilities pass a float target shaped like the input)")
     if target.shape != shape:

@@ -25,7 +25,7 @@ _INT64 = np.iinfo(np.int64)
 def _float_probabilities(target, x):
     """Whether ``target`` is meant as class probabilities (a float array with the input's number
     of dimensions); float class indices get the integer-dtype error of the labels check instead."""
-    return (isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.floating)
+    return (isinstance(target, np.ndarray) and target.dtype.kind == "f"
             and target.ndim == x.ndim)
 
 

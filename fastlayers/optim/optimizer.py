@@ -339,9 +339,14 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
+_PLAIN = (float, int, bool, str, type(None))
+
+
 def _frozen(value):
     """``value`` as compared between steps: lists as tuples (an in-place change of a list is a
     change); an array never equal to anything (it is checked, and refused, every time)."""
+    if type(value) in _PLAIN:       # the usual case, decided first: this runs on every step
+        return value
     if isinstance(value, np.ndarray):
         return object()
     return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
