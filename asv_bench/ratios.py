@@ -1,9 +1,11 @@
 """Print, as Markdown, the side-by-side table of numba vs numpy vs torch per kernel family.
 
 For each family at its training shape (the ``TRAINING`` rows of benchmarks/bench_<family>.py: the
-same cases the asv suite times), the time of forward + backward (or one optimizer step) on each
-implementation, measured in one process, interleaved round by round, as medians; then the ratios of
-the times (below 1: numba is faster). With --models, also one training step of each speed-run model.
+same cases the asv suite times; a row is (label, key), or (label, key, factory) for a family of the
+module other than its ``make_train`` or ``make``), the time of forward + backward (or one optimizer
+step) on each implementation, measured in one process, interleaved round by round, as medians;
+then the ratios of the times (below 1: numba is faster). With --models, also one training step of
+each speed-run model.
 
     cd asv_bench && python ratios.py              # all families and models (a few minutes)
     python ratios.py --families linear softmax --rounds 21 --no-models
@@ -19,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmarks import common  # noqa: E402  (first: settles the thread settings)
 
 FAMILIES = ["linear", "activations", "softmax", "losses", "batchnorm", "dropout", "conv", "pool",
-            "adaptive_pool", "optim", "layernorm", "embedding"]
+            "adaptive_pool", "fused", "optim", "clip", "layernorm", "embedding"]
 
 
 def _shape_text(key):
@@ -46,8 +48,9 @@ def _fmt_ratio(a, b):
 def family_rows(name):
     """(row label, shape text, {impl: {fn name: callable}}) for each training row of a family."""
     mod = importlib.import_module(f"benchmarks.bench_{name}")
-    make = getattr(mod, "make_train", mod.make)
-    for label, key in mod.TRAINING:
+    default = getattr(mod, "make_train", None) or mod.make
+    for label, key, *factory in mod.TRAINING:
+        make = factory[0] if factory else default
         impls = {}
         for impl in common.IMPLS:
             try:

@@ -1,8 +1,13 @@
 """kernels/activations.py: elementwise activation forward and backward (from the output y, or the
-input x for GELU, SiLU, ELU and Softplus).
+input x for GELU, SiLU, ELU and Softplus); and the passes fused around a Linear's GEMM (the
+BiasActivation family): bias + activation forward (bias_act_forward), activation backward + bias
+gradient (act_bias_backward).
 
-torch: the torch.nn.functional op under no_grad; backward is autograd.grad for x.
+torch: the torch.nn.functional op under no_grad (of z + b for the bias passes); backward is
+autograd.grad for x (for z and b).
 """
+import numpy as np
+
 from kernels import activations as A
 
 from .common import (Case, Family, calls_for, ops, randn, shape_labels, speedup, speedup_row,
@@ -24,8 +29,12 @@ ACTS = {
     "elu": (A.ELU, (1.0, 0.0), lambda t, x: t.nn.functional.elu(x)),
     "softplus": (A.SOFTPLUS, (1.0, 20.0), lambda t, x: t.nn.functional.softplus(x)),
 }
-TRAINING = [("relu", ((128, 512), "relu")), ("sigmoid", ((128, 512), "sigmoid")),
-            ("gelu", ((128, 512), "gelu"))]
+# The Linear outputs of the speed-run models: the mlp's hidden layer, the mlp-bn's first, a head.
+_BIAS_SHAPES = [(64, 128), (128, 512), (128, 10)]
+BIAS_SHAPES = shape_labels(_BIAS_SHAPES)
+# The speed-run models' two: identity (a Linear before a BatchNorm, every head) and relu (the mlp's
+# hidden Linear, in place: its backward reads y).
+BIAS_ACTS = {"identity": (A.IDENTITY, A.NO_PARAMS, lambda t, x: x), "relu": ACTS["relu"]}
 
 
 def make(impl, shape, act):
@@ -42,10 +51,42 @@ def make(impl, shape, act):
                  "backward": lambda: k.activation_backward(g, s, code, params)}, calls)
 
 
+def make_bias(impl, shape, act):
+    """bias_act_forward / act_bias_backward of z (N, D) and a bias (D,), as linear_forward and
+    linear_backward call them after the GEMM. The bias is zero, so that the in-place z + b leaves z
+    as it is from call to call (the add costs the same)."""
+    z = randn(shape, 0).copy()
+    b = np.zeros(shape[1], z.dtype)
+    g = randn(shape, 1)
+    calls = calls_for(z.size)
+    code, params, call = BIAS_ACTS[act]
+    if impl == "torch":
+        t = torch()
+        return torch_case(t, lambda zt, bt: call(t, zt + bt), [z, b], g, calls)
+    k = ops(impl, "bias_act_forward", "act_bias_backward")
+    out = np.empty_like(z) if code in A.NEEDS_INPUT else z
+    k.bias_act_forward(z, b, out, code, params)
+    s = A.saved_for_backward(code, z, out)
+    return Case({"forward": lambda: k.bias_act_forward(z, b, out, code, params),
+                 "backward": lambda: k.act_bias_backward(g, s, code, params)}, calls)
+
+
+TRAINING = [("relu", ((128, 512), "relu")), ("sigmoid", ((128, 512), "sigmoid")),
+            ("gelu", ((128, 512), "gelu")),
+            ("bias+relu (mlp hidden)", ((64, 128), "relu"), make_bias),
+            ("bias+identity (mlp-bn first Linear)", ((128, 512), "identity"), make_bias)]
+
+
 class Activations(Family):
     make = staticmethod(make)
     shapes = SHAPES
     axes = {"activation": list(ACTS)}
+
+
+class BiasActivation(Family):
+    make = staticmethod(make_bias)
+    shapes = BIAS_SHAPES
+    axes = {"activation": list(BIAS_ACTS)}
 
 
 @speedup_row("relu 128x512: numba speed-up over numpy (fwd+bwd)")
@@ -56,3 +97,8 @@ def track_numba_speedup():
 @speedup_row("gelu 128x512: numba speed-up over numpy (fwd+bwd)")
 def track_gelu_numba_speedup():
     return speedup(make, *TRAINING[2][1])
+
+
+@speedup_row("bias+relu 64x128 (the mlp's hidden Linear): numba speed-up over numpy (fwd+bwd)")
+def track_bias_relu_numba_speedup():
+    return speedup(make_bias, *TRAINING[3][1])
