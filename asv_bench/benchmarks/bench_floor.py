@@ -135,6 +135,7 @@ def _track(name):
     def track():
         r = measure(name, rounds=1 if SMOKE else 11)
         return r["step_s"] / r["floor_s"]
+    track.__name__ = track.__qualname__ = f"track_floor_ratio_{name.replace('-', '_')}"
     track.unit = "x"
     track.pretty_name = f"{name} training step / its BLAS floor (1.0: nothing outside BLAS)"
     track.timeout = 300
