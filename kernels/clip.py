@@ -73,22 +73,32 @@ def grad_norm(grads, norm_type):
     return total ** (1.0 / norm_type)
 
 
+# The in-place loops run in a function of one array: written in the loop over the tuple's arrays,
+# they did not vectorise (clip_value measured 7x slower, scale 4.6x, at the mlp-bn's gradients).
+@njit(**OPTIONS)
+def _scale_array(g, c):
+    for i in range(g.size):
+        g[i] *= c
+
+
+@njit(**OPTIONS)
+def _clip_array(g, lo, hi):
+    for i in range(g.size):
+        x = g[i]
+        g[i] = hi if x > hi else (lo if x < lo else x)
+
+
 @njit(**OPTIONS)
 def scale(grads, c):
     for g in grads:
-        c_ = g.dtype.type(c)
-        for i in range(g.size):
-            g[i] *= c_
+        _scale_array(g, g.dtype.type(c))
 
 
 @njit(**OPTIONS)
 def clip_value(grads, v):
     for g in grads:
         hi = g.dtype.type(v)
-        lo = -hi
-        for i in range(g.size):
-            x = g[i]
-            g[i] = hi if x > hi else (lo if x < lo else x)
+        _clip_array(g, -hi, hi)
 
 
 register("grad_norm", grad_norm, grad_norm_np)
