@@ -1,5 +1,6 @@
-"""What ``fastlayers.use_deterministic_algorithms(True)`` costs: the training step time of each
-speed-run model with it on and off, at the same kernel thread count.
+"""What BLAS's default single thread costs (the setting under which a seed gives the same bits on
+any thread count): the training step time of each speed-run model with one BLAS thread and with
+``--threads`` BLAS threads, at the same kernel thread count.
 
     python asv_bench/determinism.py [--threads 2] [--rounds 15] [--steps 40] [--models ...]
 
@@ -50,19 +51,17 @@ def step_times(name, threads, rounds, steps):
     batches = [b for _, b in zip(range(steps), loader)]
     times = {True: [], False: []}
     for mode in (True, False):   # warm-up (compiles or loads the kernels)
-        fl.use_deterministic_algorithms(mode)
-        fl.set_num_threads(threads)
+        fl.set_num_threads(threads, blas_threads=1 if mode else threads)
         for x, y in batches[:5]:
             engine.train_step(x, y)
     for r in range(rounds):
         for mode in ((True, False) if r % 2 == 0 else (False, True)):
-            fl.use_deterministic_algorithms(mode)
-            fl.set_num_threads(threads)
+            fl.set_num_threads(threads, blas_threads=1 if mode else threads)
             t0 = time.perf_counter()
             for x, y in batches:
                 engine.train_step(x, y)
             times[mode].append((time.perf_counter() - t0) / len(batches))
-    fl.use_deterministic_algorithms(False)
+    fl.set_num_threads(threads)
     return statistics.median(times[True]), statistics.median(times[False])
 
 
@@ -75,7 +74,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     print(f"CPU: {cpu_model()}; {args.threads} kernel threads; medians of {args.rounds} "
           f"interleaved rounds of {args.steps} steps")
-    print(f"{'model':8s} {'deterministic ms':>17s} {'default ms':>11s} {'ratio':>6s}")
+    print(f"{'model':8s} {'1 BLAS thread ms':>17s} {'N BLAS ms':>11s} {'ratio':>6s}")
     for name in args.models:
         on, off = step_times(name, args.threads, args.rounds, args.steps)
         print(f"{name:8s} {on * 1e3:17.3f} {off * 1e3:11.3f} {on / off:6.3f}", flush=True)

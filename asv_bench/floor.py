@@ -27,11 +27,14 @@ sys.path.insert(0, HERE)
 MODELS = ["mlp", "mlp-bn", "cnn"]
 
 
-def worker(kind, model, rounds):
+def worker(kind, model, rounds, blas_threads):
     """Measure in this process and print one JSON line (run by :func:`run_worker`)."""
     from benchmarks import common
     if kind == "torch":
         common.torch()    # imports torch before anything starts Numba's threads; sets its threads
+    elif blas_threads is not None:
+        import fastlayers
+        fastlayers.set_num_threads(None, blas_threads)
     from benchmarks import bench_floor
     data = bench_floor.dataset()
     if kind == "torch":
@@ -47,13 +50,14 @@ def worker(kind, model, rounds):
     print(json.dumps(result))
 
 
-def run_worker(kind, model, rounds, threads):
+def run_worker(kind, model, rounds, threads, blas_threads):
     env = dict(os.environ)
     if threads is not None:
         env["NUMBA_NUM_THREADS"] = str(threads)
+    extra = [] if blas_threads is None else ["--blas-threads", str(blas_threads)]
     out = subprocess.run([sys.executable, __file__, "--worker", kind, "--models", model,
-                          "--rounds", str(rounds)], env=env, check=True, capture_output=True,
-                         text=True, cwd=HERE).stdout
+                          "--rounds", str(rounds), *extra], env=env, check=True,
+                         capture_output=True, text=True, cwd=HERE).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -80,11 +84,13 @@ def main(argv=None):
                    help="fresh processes per framework and model, alternating")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for both frameworks (default: NUMBA_NUM_THREADS, all CPUs)")
+    p.add_argument("--blas-threads", type=int, default=None,
+                   help="BLAS threads for fastlayers (default: as many as its kernels get)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch processes")
     p.add_argument("--worker", choices=["fastlayers", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.models[0], args.rounds)
+        return worker(args.worker, args.models[0], args.rounds, args.blas_threads)
 
     from benchmarks import common
     use_torch = not args.no_torch and common.has_torch()
@@ -96,9 +102,10 @@ def main(argv=None):
     for model in args.models:
         fl_runs, torch_runs = [], []
         for _ in range(args.processes):
-            fl_runs.append(run_worker("fastlayers", model, args.rounds, args.threads))
+            fl_runs.append(run_worker("fastlayers", model, args.rounds, args.threads,
+                                      args.blas_threads))
             if use_torch:
-                torch_runs.append(run_worker("torch", model, args.rounds, args.threads))
+                torch_runs.append(run_worker("torch", model, args.rounds, args.threads, None))
 
         def med(runs, key):
             return statistics.median(r[key] for r in runs)
@@ -118,7 +125,9 @@ def main(argv=None):
     print()
     print(f"Medians over {args.processes} alternating fresh processes per framework of "
           f"{args.rounds} interleaved rounds each; float32, {fl_runs[0]['dataset']}, "
-          f"{threads} thread(s) for both frameworks, {cpu_model()}. step / torch below 1: "
+          f"{threads} thread(s) for both frameworks"
+          f"{'' if args.blas_threads is None else f' ({args.blas_threads} for BLAS)'}, "
+          f"{cpu_model()}. step / torch below 1: "
           f"fastlayers faster; eval throughput above 1x: fastlayers faster. "
           f"({time.perf_counter() - t0:.0f} s)")
 

@@ -112,11 +112,14 @@ def make_parser():
     p.add_argument("--backend", choices=["numba", "numpy"], default="numba",
                    help="numba: the compiled kernels (default); numpy: the NumPy reference")
     p.add_argument("--threads", type=POSITIVE_INT, default=None,
-                   help="threads for the kernels and BLAS (and for PyTorch); default: all "
+                   help="threads for the kernels (and for PyTorch); default: all "
                         "(NUMBA_NUM_THREADS)")
+    p.add_argument("--blas-threads", type=POSITIVE_INT, default=None,
+                   help="threads for BLAS's GEMMs; default: 1, robust beside other processes (more "
+                        "are faster only on a machine of one's own); not with --deterministic")
     p.add_argument("--deterministic", action="store_true",
-                   help="the same bits on any thread count: BLAS on one thread "
-                        "(fastlayers.use_deterministic_algorithms; slower for GEMM-heavy models)")
+                   help="the same bits on any thread count, guaranteed: BLAS on one thread "
+                        "(fastlayers.use_deterministic_algorithms), as by default")
     p.add_argument("--target-accuracy", type=FRACTION, default=None,
                    help="stop once the test accuracy reaches this fraction (e.g. 0.95); default: run "
                         "every epoch")
@@ -168,6 +171,8 @@ def parse_args(argv=None):
         if args.threads > numba.config.NUMBA_NUM_THREADS:
             p.error(f"--threads must be at most {numba.config.NUMBA_NUM_THREADS} (the machine's "
                     f"threads, NUMBA_NUM_THREADS), got {args.threads}")
+    if args.deterministic and (args.blas_threads or 1) > 1:
+        p.error("--deterministic keeps BLAS on one thread: leave --blas-threads out")
     if args.resume is not None:
         if not os.path.isfile(args.resume):
             p.error(f"--resume {args.resume!r}: no such file")
@@ -285,7 +290,7 @@ def run(args, out=None):
     from fastlayers.train import Engine, accuracy, run_epoch
 
     fl.use_deterministic_algorithms(args.deterministic)
-    fl.set_num_threads(args.threads)
+    fl.set_num_threads(args.threads, args.blas_threads)
     fl.set_backend(args.backend)
     if args.compare_torch:
         import torch

@@ -2,14 +2,19 @@
 
 Threads. fastlayers' own kernels run on Numba's OpenMP pool; its GEMMs run in BLAS (OpenBLAS in
 NumPy/SciPy wheels). Both pools busy-wait by default, and on a machine with few cores they starve
-each other (a (64, 784) x (784, 128) GEMM takes 0.7 ms on one BLAS thread, up to 100x that on two
-beside a busy neighbour). So ``kernels/__init__.py`` makes idle workers of both pools sleep
-(``OMP_WAIT_POLICY=PASSIVE``, ``OPENBLAS_THREAD_TIMEOUT=4``) unless the environment says otherwise,
-and then the pools take turns and BLAS gets as many threads as the kernels. OpenBLAS reads its
-variable when its library loads; when NumPy was imported first, the kernels package makes each
-loaded OpenBLAS re-read it and restart its workers. Where that is impossible BLAS stays on one
-thread and the import warns once (``kernels.BLAS_WORKERS_SLEEP`` says which case holds). Numba's
-kernels decide per call whether a parallel launch pays.
+each other. So ``kernels/__init__.py`` makes idle workers of both pools sleep
+(``OMP_WAIT_POLICY=PASSIVE``, ``OPENBLAS_THREAD_TIMEOUT=4``) unless the environment says otherwise.
+OpenBLAS reads its variable when its library loads; when NumPy was imported first, the kernels
+package makes each loaded OpenBLAS re-read it and restart its workers (``kernels.BLAS_WORKERS_SLEEP``
+says whether that worked). Numba's kernels decide per call whether a parallel launch pays.
+
+BLAS runs on one thread unless asked for more (``set_num_threads(n, blas_threads=k)``). A
+multi-threaded OpenBLAS GEMM waits for every one of its threads, and when another process holds a
+CPU that wait lasts a scheduler time slice: beside one busy process the mlp's training step took
+24 ms with two BLAS threads and 0.94 ms with one, the mlp-bn's 55-80 ms and 8.7 ms (2-vCPU Intel
+Xeon, asv_bench/floor.py; PyTorch's steps took 1.8-2.5 ms and 13-15 ms there). On an idle machine
+two BLAS threads make those steps 1.1x and 1.3x faster (docs/benchmarks.md). One thread is also
+what makes a seed give the same bits on any thread count (below).
 
 Reproducibility across thread counts: with :func:`use_deterministic_algorithms` on, the same seed
 (:func:`fastlayers.manual_seed`), dtype, backend and batch sizes give bitwise identical weights,
@@ -20,11 +25,10 @@ derived from ``numba.get_num_threads()`` only place the work). Dropout masks are
 hash of (seed, call, element). BLAS is what differs: OpenBLAS cuts a GEMM's reduction dimension K
 into blocks of at most GEMM_Q (448 for its SkylakeX sgemm) and splits a remainder between Q and 2Q
 differently on one thread and on several, so the partial sums are rounded at different places. The
-784-input layers of the speed-run models hit this (K = 784). Deterministic mode therefore keeps
-BLAS on one thread, for both backends; it is off by default because that makes a GEMM-heavy
-training step up to a third longer on two threads (mlp-bn; the cnn's time is in Numba's
-convolutions; ``asv_bench/determinism.py``), so a seed then means one result per thread count.
-Cutting K into chunks of at most Q before calling BLAS would make the thread counts agree, but Q is
+784-input layers of the speed-run models hit this (K = 784). So with BLAS on its default one thread
+a seed gives one result on any thread count already; deterministic mode guarantees it, for both
+backends, by refusing more BLAS threads. With more BLAS threads asked for (and deterministic mode
+off) a seed means one result per BLAS thread count. Cutting K into chunks of at most Q before calling BLAS would make the thread counts agree, but Q is
 an internal of each OpenBLAS CPU target. Nothing is promised across machines or CPU models, across
 OpenBLAS versions, or when BLAS's threads are changed behind fastlayers' back (threadpoolctl, or
 another library's calls).
@@ -62,8 +66,8 @@ _DETERMINISTIC = {"on": False}
 
 def set_num_threads(n=None, blas_threads=None):
     """Use ``n`` threads for the compiled kernels (default: all Numba was started with) and
-    ``blas_threads`` for BLAS (default: ``n`` when idle BLAS workers sleep, else 1; see the module
-    docstring).
+    ``blas_threads`` for BLAS (default: 1, robust on a shared machine; more pay only on a machine
+    of one's own, and only when idle BLAS workers sleep: see the module docstring).
 
     With deterministic algorithms on (:func:`use_deterministic_algorithms`) BLAS stays on one
     thread: the default becomes 1 and an explicit ``blas_threads`` above 1 raises ValueError, as
@@ -79,14 +83,21 @@ def set_num_threads(n=None, blas_threads=None):
                              "which keep BLAS on one thread (a GEMM's result depends on BLAS's "
                              "thread count); call fastlayers.use_deterministic_algorithms(False) "
                              "first, or leave blas_threads out")
-    wanted = _default_blas_threads(n) if blas_threads is None else blas_threads
+    wanted = DEFAULT_BLAS_THREADS if blas_threads is None else blas_threads
+    if wanted > 1 and not kernels.BLAS_WORKERS_SLEEP and not _BLAS["warned"]:
+        _BLAS["warned"] = True
+        warnings.warn("fastlayers: BLAS gets several threads, but an OpenBLAS loaded before "
+                      "fastlayers keeps its idle workers busy-waiting (they starve the kernels' "
+                      "threads) and could not be restarted. Import fastlayers before numpy and "
+                      "scipy, or set OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=PASSIVE in the "
+                      "environment", RuntimeWarning, stacklevel=2)
     numba.set_num_threads(n)
     _BLAS["wanted"] = wanted
     _apply_blas()
 
 
-def _default_blas_threads(n):
-    return n if kernels.BLAS_WORKERS_SLEEP else 1
+# See the module docstring: one thread, robust beside other processes.
+DEFAULT_BLAS_THREADS = 1
 
 
 def _apply_blas():
@@ -95,32 +106,24 @@ def _apply_blas():
 
 
 def settle():
-    """What importing fastlayers does: give BLAS the threads :func:`set_num_threads` would give it
-    for Numba's default (all NUMBA_NUM_THREADS threads), without starting Numba's threads. Those
-    start with the first parallel kernel (or set_num_threads), so PyTorch can still be imported
-    with an OpenMP runtime of its own in between (:func:`import_torch`). With deterministic
-    algorithms on, BLAS keeps one thread (and gets those threads once they are switched off)."""
-    _BLAS["wanted"] = _default_blas_threads(numba.config.NUMBA_NUM_THREADS)
+    """What importing fastlayers does: give BLAS its default thread (one), without starting Numba's
+    threads. Those start with the first parallel kernel (or set_num_threads), so PyTorch can still
+    be imported with an OpenMP runtime of its own in between (:func:`import_torch`)."""
+    _BLAS["wanted"] = DEFAULT_BLAS_THREADS
     _apply_blas()
-    if not kernels.BLAS_WORKERS_SLEEP and not _BLAS["warned"]:
-        _BLAS["warned"] = True
-        warnings.warn("fastlayers: BLAS runs on one thread, because an OpenBLAS loaded before "
-                      "fastlayers keeps its idle workers busy-waiting (they would starve the "
-                      "kernels' threads) and could not be restarted. Import fastlayers before "
-                      "numpy and scipy, or set OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=PASSIVE "
-                      "in the environment", RuntimeWarning, stacklevel=2)
 
 
 def use_deterministic_algorithms(mode):
-    """Make a seed mean one result on any thread count (``mode=True``), or let BLAS use several
+    """Make a seed mean one result on any thread count (``mode=True``), or allow several BLAS
     threads again (``False``, the default).
 
     On, :func:`fastlayers.manual_seed` with the same dtype, backend and batch sizes gives bitwise
     identical weights, buffers and dropout masks whatever :func:`set_num_threads` sets for the
     kernels, because BLAS runs on one thread (the kernels already give the same bits on any thread
-    count; the module docstring explains why BLAS does not). On two threads that costs a
-    GEMM-heavy model up to a third of its step time (mlp-bn) and the cnn nothing. Results still
-    differ between CPU models and OpenBLAS versions.
+    count; the module docstring explains why BLAS does not). BLAS's default is one thread, so the
+    switch only refuses more; on two BLAS threads of an idle machine a GEMM-heavy model's step is
+    up to 1.3x faster (mlp-bn), the cnn's no faster. Results still differ between CPU models and
+    OpenBLAS versions.
 
     Off, BLAS gets back the threads :func:`set_num_threads` (or the import) gave it. While on,
     ``set_num_threads(n, blas_threads=k)`` with ``k > 1`` raises ValueError. PyTorch's switch of
@@ -129,7 +132,7 @@ def use_deterministic_algorithms(mode):
         raise TypeError(f"use_deterministic_algorithms: mode must be True or False, got {mode!r}")
     _DETERMINISTIC["on"] = bool(mode)
     if _BLAS["wanted"] is None:   # before settle(): what the import would give
-        _BLAS["wanted"] = _default_blas_threads(numba.config.NUMBA_NUM_THREADS)
+        _BLAS["wanted"] = DEFAULT_BLAS_THREADS
     _apply_blas()
 
 

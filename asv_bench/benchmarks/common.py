@@ -6,7 +6,7 @@ Every family benchmark is parameterised over ``impl``: ``"numba"`` (the compiled
 
 Threads are settled here, once, before anything is timed: importing kernels makes idle OpenMP
 workers sleep (OMP_WAIT_POLICY=PASSIVE, set before Numba or OpenBLAS load); :func:`settle` imports
-fastlayers, which gives BLAS as many threads as Numba will use (fastlayers/runtime.py); torch gets
+fastlayers, which keeps BLAS on its default one thread (fastlayers/runtime.py); torch gets
 as many threads as Numba. torch is imported through fastlayers.runtime.import_torch, before any
 kernel starts Numba's threads, so that it runs on an OpenMP runtime of its own with its own
 settings, as it would for a PyTorch user (sharing Numba's made it up to 1.7x slower).

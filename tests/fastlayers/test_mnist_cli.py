@@ -87,6 +87,8 @@ def test_missing_files_give_a_clear_error_and_exit_status_2(tmp_path, capsys):
     (["--lr", "-1"], "argument --lr: must be a finite number > 0"),
     (["--target-accuracy", "1.5"], "argument --target-accuracy: must be a fraction in (0, 1]"),
     (["--threads", "0"], "argument --threads: must be an integer >= 1"),
+    (["--blas-threads", "0"], "argument --blas-threads: must be an integer >= 1"),
+    (["--deterministic", "--blas-threads", "2"], "--deterministic keeps BLAS on one thread"),
 ])
 def test_bad_arguments_exit_with_usage_error(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -132,6 +134,17 @@ def test_deterministic_gives_the_same_run_on_one_and_two_threads():
     assert [r["config"]["threads"] for r in runs] == [1, 2]
     a, b = (r["results"]["fastlayers"]["epochs"][0] for r in runs)
     assert a["train_loss"] == b["train_loss"] and a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_blas_threads_reach_blas_and_the_json():
+    import fastlayers as fl
+    try:
+        report, _ = _run(["--epochs", "1", "--blas-threads", "2"])
+        assert fl.get_blas_threads() == 2
+    finally:
+        fl.set_num_threads()
+    assert fl.get_blas_threads() == 1
+    assert report["environment"]["blas_threads"] == 2
 
 
 def test_interrupt_ends_in_one_line_and_status_130(monkeypatch, capsys):

@@ -1,6 +1,7 @@
-"""Thread settings (fastlayers/runtime.py): BLAS gets the kernels' threads only when its idle workers
-sleep, which depends on what was imported before fastlayers; PyTorch, imported for comparisons, keeps
-an OpenMP runtime and settings of its own. Checked in fresh interpreters."""
+"""Thread settings (fastlayers/runtime.py): BLAS keeps one thread unless asked for more; idle BLAS
+workers sleep whatever was imported before fastlayers (or a request for more BLAS threads warns);
+PyTorch, imported for comparisons, keeps an OpenMP runtime and settings of its own. Checked in fresh
+interpreters."""
 import json
 import os
 import subprocess
@@ -28,8 +29,8 @@ def _fresh(code, **env):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_blas_follows_kernel_threads_when_fastlayers_loads_first():
-    assert _fresh(REPORT) == [True, 2, 2]
+def test_blas_keeps_one_thread_by_default():
+    assert _fresh(REPORT) == [True, 2, 1]
 
 
 WARNINGS = ("import warnings, json\n"
@@ -44,13 +45,15 @@ WARNINGS = ("import warnings, json\n"
 @pytest.mark.parametrize("first", ["numpy", "scipy.linalg", "numpy, scipy.linalg"])
 def test_openblas_loaded_first_is_restarted_with_sleeping_workers(first):
     # OpenBLAS read its (unset) timeout when it loaded; the import makes it re-read the environment
-    # and restart its workers, so BLAS gets both threads and nothing needs saying.
-    assert _fresh(WARNINGS.format(code=f"import {first}")) == [True, 2, []]
+    # and restart its workers, so more BLAS threads may be asked for and nothing needs saying.
+    code = f"import {first}\n    import fastlayers\n    fastlayers.set_num_threads(None, 2)"
+    assert _fresh(WARNINGS.format(code=code)) == [True, 2, []]
 
 
 def test_blas_workers_sleep_after_numpy_first():
     # Idle workers that busy-wait burn CPU while the main thread sleeps after a 2-thread GEMM.
     code = ("import numpy as np, fastlayers, time, json\n"
+            "fastlayers.set_num_threads(None, blas_threads=2)\n"
             "a = np.ones((512, 784), np.float32); b = np.ones((784, 512), np.float32)\n"
             "cpu = 0.0\n"
             "for _ in range(10):\n"
@@ -61,8 +64,8 @@ def test_blas_workers_sleep_after_numpy_first():
 
 
 def test_warns_once_when_openblas_cannot_be_restarted():
-    # An OpenBLAS without the two entry points: the import falls back to one BLAS thread, and says
-    # so once, naming the fix.
+    # An OpenBLAS without the two entry points keeps busy-waiting workers: a request for more BLAS
+    # threads is honoured and says so once, naming the fix.
     hide = ("import numpy, threadpoolctl\n"
             "    class NoRestart(threadpoolctl.ThreadpoolController):\n"
             "        def select(self, **kw):\n"
@@ -70,19 +73,22 @@ def test_warns_once_when_openblas_cannot_be_restarted():
             "            for c in chosen.lib_controllers:\n"
             "                c.dynlib = object()\n"
             "            return chosen\n"
-            "    threadpoolctl.ThreadpoolController = NoRestart")
+            "    threadpoolctl.ThreadpoolController = NoRestart\n"
+            "    import fastlayers\n"
+            "    fastlayers.set_num_threads(None, 2)\n"
+            "    fastlayers.set_num_threads(None, 2)")
     sleep, blas, messages = _fresh(WARNINGS.format(code=hide))
-    assert (sleep, blas, len(messages)) == (False, 1, 1)
+    assert (sleep, blas, len(messages)) == (False, 2, 1)
     assert "Import fastlayers before numpy" in messages[0]
     assert "OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=PASSIVE" in messages[0]
 
 
 def test_no_warning_when_fastlayers_loads_first():
-    assert _fresh(WARNINGS.format(code="pass")) == [True, 2, []]
+    assert _fresh(WARNINGS.format(code="pass")) == [True, 1, []]
 
 
 def test_user_set_timeout_counts_as_sleeping_workers():
-    assert _fresh("import numpy; " + REPORT, OPENBLAS_THREAD_TIMEOUT="4") == [True, 2, 2]
+    assert _fresh("import numpy; " + REPORT, OPENBLAS_THREAD_TIMEOUT="4") == [True, 2, 1]
 
 
 def test_set_num_threads_sets_both_pools_and_validates():
@@ -131,10 +137,8 @@ def test_deterministic_switch_pins_blas_and_gives_its_threads_back(restore_threa
     fl.use_deterministic_algorithms(np.True_)   # NumPy's bool is a bool too
     fl.use_deterministic_algorithms(False)
     assert fl.are_deterministic_algorithms_enabled() is False
-    # what settle() asked for, one BLAS thread per NUMBA_NUM_THREADS (this process's kernels
-    # imported first, so BLAS workers sleep)
-    assert fl.get_blas_threads() == fl.runtime._default_blas_threads(
-        fl.runtime.numba.config.NUMBA_NUM_THREADS)
+    # what settle() asked for: BLAS's default one thread
+    assert fl.get_blas_threads() == fl.runtime.DEFAULT_BLAS_THREADS == 1
 
 
 def test_set_num_threads_refuses_more_blas_threads_while_deterministic(restore_threads):
@@ -166,7 +170,7 @@ def test_importing_fastlayers_leaves_numba_threads_unstarted():
             "try:\n    numba.threading_layer(); started = True\n"
             "except ValueError:\n    started = False\n"
             "print(json.dumps([started, fastlayers.get_blas_threads()]))")
-    assert _fresh(code) == [False, 2]
+    assert _fresh(code) == [False, 1]
 
 
 # A stand-in for torch, first on sys.path of a fresh interpreter: it records the wait policy its
