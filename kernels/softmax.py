@@ -241,47 +241,60 @@ def _probs_row(row, out, tr, w, om, b, lse, s, scale, need_grad):
     return acc
 
 
-@compiled(parallel_min=1 << 13)
-def _ce_rows(x, labels, t, use_labels, w, ignore_index, smoothing, reduction, need_grad, losses, g):
-    # x, g: (N, C); labels (N,) or t (N, C); w (C,) class weights in x's dtype; losses (N,) float64;
-    # smoothing: None or the label smoothing (> 0). Returns the gradient's scale (1 / the MEAN
-    # normaliser, else 1). The normaliser is a serial pass over the labels before the rows; then
-    # each thread owns a block of rows of g and losses. The exponentials go straight into the
-    # gradient rows and are scaled there; without need_grad, g is scratch (one allocation per call,
-    # not one per row). Numba compiles a None smoothing apart and prunes the `is None` branches:
-    # with the smoothing code in the same loop, even untaken, the plain rows ran 25% slower.
+# The target kinds of the cross-entropy kernel, one build each (_ce_rows[kind]).
+LABELS, SMOOTHED, PROBS = 0, 1, 2
+TARGET = None                   # bound per build
+
+
+def _ce_rows_src(x, labels, t, w, ignore_index, smoothing, reduction, need_grad, losses, g, m, s):
+    # x, g: (N, C); labels (N,) (LABELS, SMOOTHED) or t (N, C) (PROBS); w (C,) class weights in
+    # x's dtype; losses (N,) float64; m (N,) in x's dtype and s (N,) float64: scratch for the row
+    # maxima and sums (the caller allocates them: each typed np.empty in a kernel is one more
+    # compilation); smoothing: the label smoothing (SMOOTHED, PROBS). Returns the gradient's scale
+    # (1 / the MEAN normaliser, else 1). The normaliser is a serial pass over the labels before
+    # the rows; then each thread owns a block of rows of g and losses. The exponentials go
+    # straight into the gradient rows and are scaled there; without need_grad, g is scratch (one
+    # allocation per call, not one per row). TARGET is bound per build, so each build holds only
+    # its own kind of row: the smoothing code in the same loop, even untaken, slows the plain rows
+    # by 25%, and the other kinds' rows lengthen the compile of a model that uses one kind.
     n, nc = x.shape
     scale = 1.0
     if reduction == MEAN:
         total = float(n)
-        if use_labels:
+        if TARGET != PROBS:
             total = 0.0
             for r in range(n):
                 if labels[r] != ignore_index:
                     total += w[labels[r]]
         scale = 1.0 / total             # inf when every target is ignored: the mean is then NaN
-    om, b = 1.0, 0.0
-    if smoothing is not None:
+    om, b, wsum = 1.0, 0.0, 0.0
+    if TARGET != LABELS:
         om, b = 1.0 - smoothing, smoothing / nc
-    wsum = _vmath.sum64(w)
-    m, s = np.empty(n, x.dtype), np.empty(n, np.float64)
+    if TARGET == SMOOTHED:
+        wsum = _vmath.sum64(w)
     for blk in prange((n + ROWS - 1) // ROWS):
         r0, r1 = blk * ROWS, min(n, (blk + 1) * ROWS)
         _exp_shifted(x[r0:r1], g[r0:r1], m[r0:r1], s[r0:r1])
         for r in range(r0, r1):
             lse = m[r] + np.log(s[r])
-            if not use_labels:
+            if TARGET == PROBS:
                 losses[r] = _probs_row(x[r], g[r], t[r], w, om, b, lse, s[r], scale, need_grad)
             elif labels[r] == ignore_index:
                 losses[r] = 0.0
                 if need_grad:
-                    g[r, :] = 0
-            elif smoothing is None:
+                    gr = g[r]
+                    for c in range(nc):
+                        gr[c] = 0
+            elif TARGET == LABELS:
                 losses[r] = _label_row(x[r], g[r], labels[r], w, lse, s[r], scale, need_grad)
             else:
                 losses[r] = _smoothed_label_row(x[r], g[r], labels[r], w, om, b, wsum, lse, s[r],
                                                 scale, need_grad)
     return scale
+
+
+_ce_rows = {kind: compiled(parallel_min=1 << 13, bind={"TARGET": kind}, variant=name)(_ce_rows_src)
+            for kind, name in ((LABELS, "labels"), (SMOOTHED, "smoothed"), (PROBS, "probs"))}
 
 
 @functools.lru_cache(maxsize=64)
@@ -303,10 +316,12 @@ def _cross_entropy(x, labels, t, use_labels, weight, ignore_index, smoothing, re
         x = _rows(x)
         labels, t = (labels.reshape(-1), t) if use_labels else (labels, _rows(t))
     w = unit_weights(shape[1], x.dtype) if weight is None else weight
-    losses = np.empty(x.shape[0], np.float64)
-    g = np.empty_like(x)
-    scale = _ce_rows(x, labels, t, use_labels, w, ignore_index, smoothing or None, reduction,
-                     need_grad, losses, g)
+    n = x.shape[0]
+    losses, s = np.empty(n, np.float64), np.empty(n, np.float64)
+    g, m = np.empty_like(x), np.empty(n, x.dtype)
+    kind = PROBS if not use_labels else SMOOTHED if smoothing else LABELS
+    scale = _ce_rows[kind](x, labels, t, w, ignore_index, float(smoothing), reduction, need_grad,
+                           losses, g, m, s)
     if reduction == NONE:
         loss = losses.astype(x.dtype).reshape((shape[0],) + shape[2:])
     else:
