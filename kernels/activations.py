@@ -321,10 +321,15 @@ def activation_backward(grad, s, act, params):
     return out
 
 
-# Without an activation, a bias add and a column sum in NumPy cost a microsecond or less more than
-# the serial kernels at MLP shapes (batch 32-128, 10 outputs) and compile nothing. The column sum
-# adds the rows in order, as the kernel does, where the array has more than one column (over a
-# single column NumPy sums pairwise).
+# Without an activation, the bias add runs in NumPy wherever the serial kernel would (within half a
+# microsecond of it up to batch 64 at 10 outputs, faster from 128 x 128 up), and so does the bias
+# gradient up to _NUMPY_BIAS_GRAD elements (a copy and a column sum; the kernel is faster beyond):
+# a model whose only Linear without activation is a small output layer compiles no identity kernel.
+# The column sum adds the rows in order, as the kernel does, where there is more than one column
+# (over a single column NumPy sums pairwise).
+_NUMPY_BIAS_GRAD = 1 << 10
+
+
 def bias_act_forward(z, b, out, act, params):
     kernel = _bias_act[act]
     if act == IDENTITY and not kernel.runs_parallel(z.size):
@@ -337,7 +342,8 @@ def bias_act_forward(z, b, out, act, params):
 
 def act_bias_backward(grad, s, act, params):
     kernel = _act_bias_backward[act]
-    if act == IDENTITY and grad.shape[1] > 1 and not kernel.runs_parallel(grad.size):
+    if (act == IDENTITY and grad.shape[1] > 1 and grad.size <= _NUMPY_BIAS_GRAD
+            and not kernel.runs_parallel(grad.size)):
         return grad.copy(), np.add.reduce(grad, axis=0, initial=0)
     g = np.empty_like(grad)
     gb = np.zeros(grad.shape[1], grad.dtype)

@@ -113,11 +113,11 @@ ROWS = 32
 
 @njit(inline="always", **OPTIONS)
 def _exp_shifted(x, out, m, s):
-    # x, out: (R, C), a block of rows; m: (R,) in x's dtype; s: (R,) float64. Writes m[r] = max(x[r]),
-    # out[r, c] = exp(x[r, c] - m[r]) and s[r] = sum(out[r]). Serial: called per block from inside
-    # the block-parallel kernels below. Three passes: max and shift per row; exp over the whole block
-    # (one long vectorised loop, however short the rows: at 10 classes a loop per row would leave
-    # most exps to the scalar remainder); sum per row.
+    # x, out: (R, C), a block of rows; m: (R,) in x's dtype or float64; s: (R,) float64. Writes
+    # m[r] = max(x[r]), out[r, c] = exp(x[r, c] - m[r]) and s[r] = sum(out[r]). Serial: called per
+    # block from inside the block-parallel kernels below. Three passes: max and shift per row; exp
+    # over the whole block (one long vectorised loop, however short the rows: at 10 classes a loop
+    # per row would leave most exps to the scalar remainder); sum per row.
     for r in range(x.shape[0]):
         row, o = x[r], out[r]
         mr = row[0]
@@ -246,18 +246,20 @@ LABELS, SMOOTHED, PROBS = 0, 1, 2
 TARGET = None                   # bound per build
 
 
-def _ce_rows_src(x, labels, t, w, ignore_index, smoothing, reduction, need_grad, losses, g, m, s):
+def _ce_rows_src(x, labels, t, w, ignore_index, smoothing, reduction, need_grad, g, out):
     # x, g: (N, C); labels (N,) (LABELS, SMOOTHED) or t (N, C) (PROBS); w (C,) class weights in
-    # x's dtype; losses (N,) float64; m (N,) in x's dtype and s (N,) float64: scratch for the row
-    # maxima and sums (the caller allocates them: each typed np.empty in a kernel is one more
-    # compilation); smoothing: the label smoothing (SMOOTHED, PROBS). Returns the gradient's scale
-    # (1 / the MEAN normaliser, else 1). The normaliser is a serial pass over the labels before
-    # the rows; then each thread owns a block of rows of g and losses. The exponentials go
-    # straight into the gradient rows and are scaled there; without need_grad, g is scratch (one
-    # allocation per call, not one per row). TARGET is bound per build, so each build holds only
-    # its own kind of row: the smoothing code in the same loop, even untaken, slows the plain rows
-    # by 25%, and the other kinds' rows lengthen the compile of a model that uses one kind.
+    # x's dtype; out (3N,) float64: the row losses, then scratch for the row maxima and sums (one
+    # array that the caller allocates: an allocation inside the kernel lengthens its first compile
+    # by tenths of a second); smoothing: the label smoothing (SMOOTHED, PROBS). Returns the
+    # gradient's scale (1 / the MEAN normaliser, else 1). The normaliser is a serial pass over the
+    # labels before the rows; then each thread owns a block of rows of g and of the losses. The
+    # exponentials go straight into the gradient rows and are scaled there; without need_grad, g
+    # is scratch (one allocation per call, not one per row). TARGET is bound per build, so each
+    # build holds only its own kind of row: the smoothing code in the same loop, even untaken,
+    # slows the plain rows by 25%, and the other kinds' rows lengthen the compile of a model that
+    # uses one kind.
     n, nc = x.shape
+    losses, m, s = out[:n], out[n:2 * n], out[2 * n:]
     scale = 1.0
     if reduction == MEAN:
         total = float(n)
@@ -304,6 +306,9 @@ def unit_weights(c, dtype):
     return np.ones(c, dtype)
 
 
+_NO_LABELS = np.empty(0, np.int64)
+
+
 def _rows(a):
     """(N, C, S) -> (N*S, C), C-contiguous: one row of classes per sample and position."""
     return np.ascontiguousarray(a.transpose(0, 2, 1)).reshape(-1, a.shape[1])
@@ -317,11 +322,13 @@ def _cross_entropy(x, labels, t, use_labels, weight, ignore_index, smoothing, re
         labels, t = (labels.reshape(-1), t) if use_labels else (labels, _rows(t))
     w = unit_weights(shape[1], x.dtype) if weight is None else weight
     n = x.shape[0]
-    losses, s = np.empty(n, np.float64), np.empty(n, np.float64)
-    g, m = np.empty_like(x), np.empty(n, x.dtype)
+    if t is None:
+        t = x[:0]                       # the label kernels' unused probabilities, typed as x
+    g, out = np.empty_like(x), np.empty(3 * n, np.float64)
+    losses = out[:n]
     kind = PROBS if not use_labels else SMOOTHED if smoothing else LABELS
     scale = _ce_rows[kind](x, labels, t, w, ignore_index, float(smoothing), reduction, need_grad,
-                           losses, g, m, s)
+                           g, out)
     if reduction == NONE:
         loss = losses.astype(x.dtype).reshape((shape[0],) + shape[2:])
     else:
@@ -335,12 +342,12 @@ def _cross_entropy(x, labels, t, use_labels, weight, ignore_index, smoothing, re
 
 def cross_entropy_forward(x, labels, reduction, need_grad, weight=None, ignore_index=-100,
                           label_smoothing=0.0):
-    return _cross_entropy(x, labels, np.empty((0, 0), x.dtype), True, weight, ignore_index,
-                          label_smoothing, reduction, need_grad)
+    return _cross_entropy(x, labels, None, True, weight, ignore_index, label_smoothing, reduction,
+                          need_grad)
 
 
 def cross_entropy_probs_forward(x, t, reduction, need_grad, weight=None, label_smoothing=0.0):
-    return _cross_entropy(x, np.empty(0, np.int64), t, False, weight, -100, label_smoothing,
+    return _cross_entropy(x, _NO_LABELS, t, False, weight, -100, label_smoothing,
                           reduction, need_grad)
 
 
