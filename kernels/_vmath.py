@@ -2,11 +2,11 @@
 
 Numba compiles ``np.exp`` and friends to calls into the C maths library (there is no SVML here): a
 loop that makes such a call runs one element at a time, while NumPy's own float32 exp/log are SIMD.
-The functions below use only +, -, *, /, comparisons, selects and bit reinterpretation (``.view``),
-which LLVM's loop vectoriser turns into 8 float32 (4 float64) lanes of AVX2 when a kernel calls them
-inside a loop. ``exp(x)`` etc. work in the precision of their argument (float32 or float64; the
-typed builds are ``exp32``, ``exp64``, ...), with one algorithm for both: the precisions differ only
-in their constants (:func:`_format`).
+The functions below use only +, -, *, /, comparisons, selects and bit reinterpretation
+(:func:`_bitcast`), which LLVM's loop vectoriser turns into 8 float32 (4 float64) lanes of AVX2 when
+a kernel calls them inside a loop. ``exp(x)`` etc. work in the precision of their argument (float32
+or float64; the typed builds are ``exp32``, ``exp64``, ...), with one algorithm for both: the
+precisions differ only in their constants (:func:`_format`).
 
 exp(x)    Cody-Waite reduction: n = round(x log2 e) (by adding and subtracting 1.5 * 2^mantissa, no
           int conversion), r = x - n ln2_hi - n ln2_lo (exact: ln2_hi has trailing zero bits), so
@@ -155,14 +155,36 @@ def _select(typingctx, cond, a, b):
     return a(cond, a, b), codegen
 
 
-@njit(**_JIT)
-def _poly(x, c):
-    """Horner: c[0] x^(m-1) + ... + c[m-1] for a tuple c of m constants (a small function, which
-    LLVM inlines and unrolls; inline="always" would rename its loop variable on every inlining)."""
-    p = c[0]
-    for k in range(1, len(c)):
-        p = p * x + c[k]
-    return p
+@intrinsic
+def _poly(typingctx, x, c):
+    """Horner: c[0] x^(m-1) + ... + c[m-1] for a tuple c of m constants of x's type, as the chain
+    p = p * x + c[k] of multiplies and adds, emitted in place (a compiled helper would be one more
+    compilation per process and tuple length)."""
+    if not isinstance(x, types.Float) or not isinstance(c, types.UniTuple) or c.dtype != x:
+        return None
+
+    def codegen(context, builder, sig, args):
+        xv, cv = args
+        p = builder.extract_value(cv, 0)
+        for k in range(1, c.count):
+            p = builder.fadd(builder.fmul(p, xv), builder.extract_value(cv, k))
+        return p
+    return x(x, c), codegen
+
+
+@intrinsic
+def _bitcast(typingctx, x, to):
+    """The bits of the scalar ``x`` as the number type ``to`` of the same width (NumPy's
+    ``x.view(to)``, emitted in place: Numba compiles its own ``view`` as a helper function)."""
+    if not isinstance(to, types.NumberClass):
+        return None
+    target = to.instance_type
+    if not isinstance(x, (types.Integer, types.Float)) or target.bitwidth != x.bitwidth:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(target))
+    return target(x, to), codegen
 
 
 def _build(F, I, log2e, ln2_hi, ln2_lo, exp_lo, exp_hi, round_magic, round_bits, mantissa, bias,
@@ -179,19 +201,19 @@ def _build(F, I, log2e, ln2_hi, ln2_lo, exp_lo, exp_hi, round_magic, round_bits,
         n = t - round_magic                              # round(x log2 e)
         r = (xc - n * ln2_hi) - n * ln2_lo
         p = one + (r + r * r * _poly(r, exp_poly))       # e^r
-        k = F(t).view(I) - round_bits                    # n as an integer
+        k = _bitcast(F(t), I) - round_bits               # n as an integer
         k1 = k >> 1
-        s1 = I((k1 + bias) << mantissa).view(F)          # 2^(n//2)
-        s2 = I((k - k1 + bias) << mantissa).view(F)      # 2^(n - n//2)
+        s1 = _bitcast(I((k1 + bias) << mantissa), F)     # 2^(n//2)
+        s2 = _bitcast(I((k - k1 + bias) << mantissa), F)  # 2^(n - n//2)
         return p * s1 * s2
 
     @njit(inline="always", **_JIT)
     def log(x):
         sub = x < tiny
         xs = _select(sub, x * subnormal_scale, x)
-        bits = I(F(xs).view(I) + (one_bits - sqrt_half_bits))
+        bits = I(_bitcast(F(xs), I) + (one_bits - sqrt_half_bits))
         k = F((bits >> mantissa) - bias) - _select(sub, F(mantissa), zero)    # the exponent
-        m = I((bits & mant_mask) + sqrt_half_bits).view(F)    # in [sqrt(1/2), sqrt 2)
+        m = _bitcast(I((bits & mant_mask) + sqrt_half_bits), F)  # in [sqrt(1/2), sqrt 2)
         f = m - one
         s = f / (two + f)
         z = s * s
@@ -232,8 +254,8 @@ def _build(F, I, log2e, ln2_hi, ln2_lo, exp_lo, exp_hi, round_magic, round_bits,
         n = t - round_magic
         r = (xc - n * ln2_hi) - n * ln2_lo
         q = r + r * r * _poly(r, exp_poly)               # e^r - 1, accurate relative to itself
-        k = F(t).view(I) - round_bits
-        h = I((k - 1 + bias) << mantissa).view(F)        # 2^(n-1), a normal number
+        k = _bitcast(F(t), I) - round_bits
+        h = _bitcast(I((k - 1 + bias) << mantissa), F)   # 2^(n-1), a normal number
         s = h + h
         near = s * q + (s - one)
         far = (h * (q + one)) * two - one

@@ -42,10 +42,10 @@ act_bias_backward takes grad, s (N, D).
 """
 import numpy as np
 import scipy.special
-from numba import prange
+from numba import njit, prange
 
 from kernels import _vmath
-from kernels._registry import compiled, register
+from kernels._registry import OPTIONS, _renamed, compiled, register
 
 (IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, HARDTANH, GELU, GELU_TANH, SILU, ELU,
  SOFTPLUS) = range(11)
@@ -156,150 +156,129 @@ def act_bias_backward_np(grad, s, act, params):
 
 
 # ------------------------------------------------------------------------------------ Numba kernels
-# Each source below reads its activation code as the global ACT, and is compiled once per code
-# with ACT bound to it (_registry.compiled's bind): Numba drops the other codes' branches before
-# it compiles, so a model compiles only the activations it uses (one build holding all eleven
-# branches took 18 s to compile in its parallel form, against about 1 s for one branch). The
-# Python wrappers pick the build by their ``act`` argument.
+# The element functions below read their activation code as the global ACT, and each kernel is
+# compiled once per code with ACT (and the element functions it calls) bound to that code
+# (_registry.compiled's bind): Numba drops the other codes' branches before it compiles, so a model
+# compiles only the activations it uses (one build holding all eleven branches took 18 s to compile
+# in its parallel form, against about 1 s for one branch). The element functions are inlined into
+# the kernels' loops (inline="always"): a kernel is one compilation, not one per helper it calls.
+# The Python wrappers pick the build by their ``act`` argument.
 ACT = None                     # bound per build
-_act_row = _act_grad_row = None    # bound per build to that code's serial _act_flat/_act_grad_flat
+_act_one = _act_grad_one = None    # bound per build to that code's element functions
 
 # Serial is faster for these one-pass loops up to (2048, 1024) float32 on a 2-CPU machine.
 _PAR = 1 << 20
 
 
+def _act_one_src(v, f, p0, p1):
+    # act(v) for one element v of type f (the data's scalar type); p0, p1: the constants, as f.
+    zero, one, half = f(0), f(1), f(0.5)
+    if ACT == RELU or ACT == LEAKY_RELU:
+        return _vmath.leaky(v, zero if ACT == RELU else p0)
+    elif ACT == SIGMOID:
+        e = _vmath.exp(-abs(v))
+        return (one if v >= zero else e) / (one + e)         # one division: selected numerator
+    elif ACT == TANH:
+        return _vmath.tanh(v)
+    elif ACT == HARDTANH:
+        c = p0 if v < p0 else v                              # NaN passes both
+        return p1 if c > p1 else c
+    elif ACT == GELU:
+        return v * half * (one + _vmath.erf(v * f(_SQRT1_2)))
+    elif ACT == GELU_TANH:
+        return half * v * (one + _vmath.tanh(f(_SQRT_2_PI) * (v + f(_KAPPA) * (v * v * v))))
+    elif ACT == SILU:
+        return v / (one + _vmath.exp(-v))
+    elif ACT == ELU:
+        m = _vmath.expm1(v) * p0
+        return v if v > zero else m
+    elif ACT == SOFTPLUS:
+        bv = v * p0
+        soft = _vmath.log1p(_vmath.exp(bv)) / p0
+        return v if bv > p1 else soft
+    else:
+        return v
+
+
+def _act_grad_one_src(g, v, f, p0, p1):
+    # The gradient g through the activation, for one element; v is its x or y as the code needs.
+    zero, one, half = f(0), f(1), f(0.5)
+    if ACT == RELU or ACT == LEAKY_RELU:
+        return _vmath.leaky_grad(g, v, zero if ACT == RELU else p0)
+    elif ACT == SIGMOID:
+        return g * v * (one - v)
+    elif ACT == TANH:
+        return g * (one - v * v)
+    elif ACT == HARDTANH:
+        return g if (v > p0) & (v < p1) else zero            # NaN: 0
+    elif ACT == GELU:
+        cdf = half * (one + _vmath.erf(v * f(_SQRT1_2)))
+        pdf = f(_INV_SQRT_2PI) * _vmath.exp(v * v * f(-0.5))
+        return g * (cdf + v * pdf)
+    elif ACT == GELU_TANH:
+        kb, k3 = f(_SQRT_2_PI), f(3) * f(_KAPPA)
+        v2 = v * v
+        t = _vmath.tanh(kb * (v + f(_KAPPA) * (v2 * v)))
+        right_d = half * v * (one - t * t) * (kb * (one + k3 * v2))
+        return g * (half * (one + t) + right_d)
+    elif ACT == SILU:
+        sig = one / (one + _vmath.exp(-v))
+        return g * sig * (one + v * (one - sig))
+    elif ACT == ELU:
+        m = g * p0 * _vmath.exp(v)
+        return g if v > zero else m
+    elif ACT == SOFTPLUS:
+        bv = v * p0
+        z = _vmath.exp(bv)
+        m = g * z / (z + one)
+        return g if bv > p1 else m
+    else:
+        return g
+
+
 def _act_flat_src(x, out, c0, c1):
     # x, out: (n,), out may be x; c0, c1: the constants. Thread owns out[i].
     f = x.dtype.type
-    zero, one, half = f(0), f(1), f(0.5)
     p0, p1 = f(c0), f(c1)
-    if ACT == RELU or ACT == LEAKY_RELU:
-        sv = zero if ACT == RELU else p0
-        for i in prange(x.size):
-            out[i] = _vmath.leaky(x[i], sv)
-    elif ACT == SIGMOID:
-        for i in prange(x.size):
-            v = x[i]
-            e = _vmath.exp(-abs(v))
-            out[i] = (one if v >= zero else e) / (one + e)     # one division: selected numerator
-    elif ACT == TANH:
-        for i in prange(x.size):
-            out[i] = _vmath.tanh(x[i])
-    elif ACT == HARDTANH:
-        for i in prange(x.size):
-            v = x[i]
-            c = p0 if v < p0 else v                            # NaN passes both
-            out[i] = p1 if c > p1 else c
-    elif ACT == GELU:
-        ka = f(_SQRT1_2)
-        for i in prange(x.size):
-            v = x[i]
-            out[i] = v * half * (one + _vmath.erf(v * ka))
-    elif ACT == GELU_TANH:
-        kb, kk = f(_SQRT_2_PI), f(_KAPPA)
-        for i in prange(x.size):
-            v = x[i]
-            out[i] = half * v * (one + _vmath.tanh(kb * (v + kk * (v * v * v))))
-    elif ACT == SILU:
-        for i in prange(x.size):
-            v = x[i]
-            out[i] = v / (one + _vmath.exp(-v))
-    elif ACT == ELU:
-        for i in prange(x.size):
-            v = x[i]
-            m = _vmath.expm1(v) * p0
-            out[i] = v if v > zero else m
-    elif ACT == SOFTPLUS:
-        for i in prange(x.size):
-            v = x[i]
-            bv = v * p0
-            soft = _vmath.log1p(_vmath.exp(bv)) / p0
-            out[i] = v if bv > p1 else soft
-    else:
-        for i in prange(x.size):
-            out[i] = x[i]
+    for i in prange(x.size):
+        out[i] = _act_one(x[i], f, p0, p1)
 
 
 def _act_grad_flat_src(grad, s, out, c0, c1):
     # grad, s, out: (n,); s is x or y as the code needs. Thread owns out[i].
     f = grad.dtype.type
-    zero, one, half = f(0), f(1), f(0.5)
     p0, p1 = f(c0), f(c1)
-    if ACT == RELU or ACT == LEAKY_RELU:
-        sv = zero if ACT == RELU else p0
-        for i in prange(grad.size):
-            out[i] = _vmath.leaky_grad(grad[i], s[i], sv)
-    elif ACT == SIGMOID:
-        for i in prange(grad.size):
-            out[i] = grad[i] * s[i] * (one - s[i])
-    elif ACT == TANH:
-        for i in prange(grad.size):
-            out[i] = grad[i] * (one - s[i] * s[i])
-    elif ACT == HARDTANH:
-        for i in prange(grad.size):
-            v = s[i]
-            g = grad[i]
-            out[i] = g if (v > p0) & (v < p1) else zero       # NaN: 0
-    elif ACT == GELU:
-        ka, kb, mhalf = f(_SQRT1_2), f(_INV_SQRT_2PI), f(-0.5)
-        for i in prange(grad.size):
-            v = s[i]
-            cdf = half * (one + _vmath.erf(v * ka))
-            pdf = kb * _vmath.exp(v * v * mhalf)
-            out[i] = grad[i] * (cdf + v * pdf)
-    elif ACT == GELU_TANH:
-        kb, kk, k3 = f(_SQRT_2_PI), f(_KAPPA), f(3) * f(_KAPPA)
-        for i in prange(grad.size):
-            v = s[i]
-            v2 = v * v
-            t = _vmath.tanh(kb * (v + kk * (v2 * v)))
-            right_d = half * v * (one - t * t) * (kb * (one + k3 * v2))
-            out[i] = grad[i] * (half * (one + t) + right_d)
-    elif ACT == SILU:
-        for i in prange(grad.size):
-            v = s[i]
-            sig = one / (one + _vmath.exp(-v))
-            out[i] = grad[i] * sig * (one + v * (one - sig))
-    elif ACT == ELU:
-        for i in prange(grad.size):
-            v = s[i]
-            g = grad[i]
-            m = g * p0 * _vmath.exp(v)
-            out[i] = g if v > zero else m
-    elif ACT == SOFTPLUS:
-        for i in prange(grad.size):
-            v = s[i]
-            g = grad[i]
-            bv = v * p0
-            z = _vmath.exp(bv)
-            m = g * z / (z + one)
-            out[i] = g if bv > p1 else m
-    else:
-        for i in prange(grad.size):
-            out[i] = grad[i]
+    for i in prange(grad.size):
+        out[i] = _act_grad_one(grad[i], s[i], f, p0, p1)
 
 
 def _bias_act_src(z, b, out, c0, c1):
     # z: (N, D) GEMM output, gets z + b (the pre-activation) in place; out: (N, D), gets act(z + b)
     # (out is z when the backward reads y: then z ends as act(z + b)); b: (D,). Thread owns row i.
+    f = z.dtype.type
+    p0, p1 = f(c0), f(c1)
     for i in prange(z.shape[0]):
-        row = z[i]
+        row, o = z[i], out[i]
         for j in range(row.size):
             row[j] += b[j]
-        _act_row(row, out[i], c0, c1)
+        for j in range(row.size):
+            o[j] = _act_one(row[j], f, p0, p1)
 
 
 def _act_bias_backward_src(grad, s, g, gb, c0, c1, block):
     # grad, s, g: (N, D); gb: (D,). Thread owns columns [j0, j1) of g and gb: it sweeps every row,
     # writing g and adding into gb in the same pass (serial: one block of all D columns).
+    f = grad.dtype.type
+    p0, p1 = f(c0), f(c1)
     n, d = grad.shape
     for jb in prange((d + block - 1) // block):
         j0 = jb * block
         j1 = min(d, j0 + block)
         acc = gb[j0:j1]
         for i in range(n):
-            gi = g[i, j0:j1]
-            _act_grad_row(grad[i, j0:j1], s[i, j0:j1], gi, c0, c1)
+            gr, sr, gi = grad[i, j0:j1], s[i, j0:j1], g[i, j0:j1]
+            for j in range(j1 - j0):
+                gi[j] = _act_grad_one(gr[j], sr[j], f, p0, p1)
             for j in range(j1 - j0):
                 acc[j] += gi[j]
 
@@ -309,19 +288,23 @@ NAMES = {IDENTITY: "identity", RELU: "relu", LEAKY_RELU: "leaky_relu", SIGMOID: 
          ELU: "elu", SOFTPLUS: "softplus"}
 
 
-def _per_code(parallel_min, source, **rows):
-    """{code: compiled build of ``source`` with ACT bound to the code}; each name in ``rows`` is
-    bound to that code's serial build of the per-code kernel given for it (callable from inside
-    another kernel's loop: one row at a time, never a parallel kernel inside a parallel one)."""
+def _element(source, act, name):
+    """``source`` with ACT bound to ``act``, compiled to be inlined into a kernel's loop."""
+    return njit(inline="always", **OPTIONS)(_renamed(source, f"_{name}", dict(ACT=act)))
+
+
+def _per_code(parallel_min, source):
+    """{code: compiled build of ``source`` with ACT and its element functions bound to the code}."""
     return {act: compiled(parallel_min, variant=name,
-                          bind=dict(ACT=act, **{k: v[act].serial for k, v in rows.items()}))(source)
+                          bind=dict(ACT=act, _act_one=_element(_act_one_src, act, name),
+                                    _act_grad_one=_element(_act_grad_one_src, act, name)))(source)
             for act, name in NAMES.items()}
 
 
 _act_flat = _per_code(_PAR, _act_flat_src)
 _act_grad_flat = _per_code(_PAR, _act_grad_flat_src)
-_bias_act = _per_code(_PAR, _bias_act_src, _act_row=_act_flat)
-_act_bias_backward = _per_code(4 * _PAR, _act_bias_backward_src, _act_grad_row=_act_grad_flat)
+_bias_act = _per_code(_PAR, _bias_act_src)
+_act_bias_backward = _per_code(4 * _PAR, _act_bias_backward_src)
 
 
 # The builds take the two constants as scalars (a tuple argument costs Numba's dispatcher about
@@ -338,14 +321,32 @@ def activation_backward(grad, s, act, params):
     return out
 
 
+# Without an activation, the bias add runs in NumPy wherever the serial kernel would (within half a
+# microsecond of it up to batch 64 at 10 outputs, faster from 128 x 128 up), and so does the bias
+# gradient up to _NUMPY_BIAS_GRAD elements (a copy and a column sum; the kernel is faster beyond):
+# a model whose only Linear without activation is a small output layer compiles no identity kernel.
+# The column sum adds the rows in order, as the kernel does, where there is more than one column
+# (over a single column NumPy sums pairwise).
+_NUMPY_BIAS_GRAD = 1 << 10
+
+
 def bias_act_forward(z, b, out, act, params):
-    _bias_act[act](z, b, out, *params)
+    kernel = _bias_act[act]
+    if act == IDENTITY and not kernel.runs_parallel(z.size):
+        np.add(z, b, out=z)
+        if out is not z:
+            out[...] = z
+        return
+    kernel(z, b, out, *params)
 
 
 def act_bias_backward(grad, s, act, params):
+    kernel = _act_bias_backward[act]
+    if (act == IDENTITY and grad.shape[1] > 1 and grad.size <= _NUMPY_BIAS_GRAD
+            and not kernel.runs_parallel(grad.size)):
+        return grad.copy(), np.add.reduce(grad, axis=0, initial=0)
     g = np.empty_like(grad)
     gb = np.zeros(grad.shape[1], grad.dtype)
-    kernel = _act_bias_backward[act]
     block = 64 if kernel.runs_parallel(grad.size) else max(grad.shape[1], 1)
     kernel(grad, s, g, gb, *params, block)
     return g, gb

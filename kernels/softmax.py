@@ -113,11 +113,11 @@ ROWS = 32
 
 @njit(inline="always", **OPTIONS)
 def _exp_shifted(x, out, m, s):
-    # x, out: (R, C), a block of rows; m: (R,) in x's dtype; s: (R,) float64. Writes m[r] = max(x[r]),
-    # out[r, c] = exp(x[r, c] - m[r]) and s[r] = sum(out[r]). Serial: called per block from inside
-    # the block-parallel kernels below. Three passes: max and shift per row; exp over the whole block
-    # (one long vectorised loop, however short the rows: at 10 classes a loop per row would leave
-    # most exps to the scalar remainder); sum per row.
+    # x, out: (R, C), a block of rows; m: (R,) in x's dtype or float64; s: (R,) float64. Writes
+    # m[r] = max(x[r]), out[r, c] = exp(x[r, c] - m[r]) and s[r] = sum(out[r]). Serial: called per
+    # block from inside the block-parallel kernels below. Three passes: max and shift per row; exp
+    # over the whole block (one long vectorised loop, however short the rows: at 10 classes a loop
+    # per row would leave most exps to the scalar remainder); sum per row.
     for r in range(x.shape[0]):
         row, o = x[r], out[r]
         mr = row[0]
@@ -241,42 +241,53 @@ def _probs_row(row, out, tr, w, om, b, lse, s, scale, need_grad):
     return acc
 
 
-@compiled(parallel_min=1 << 13)
-def _ce_rows(x, labels, t, use_labels, w, ignore_index, smoothing, reduction, need_grad, losses, g):
-    # x, g: (N, C); labels (N,) or t (N, C); w (C,) class weights in x's dtype; losses (N,) float64;
-    # smoothing: None or the label smoothing (> 0). Returns the gradient's scale (1 / the MEAN
-    # normaliser, else 1). The normaliser is a serial pass over the labels before the rows; then
-    # each thread owns a block of rows of g and losses. The exponentials go straight into the
-    # gradient rows and are scaled there; without need_grad, g is scratch (one allocation per call,
-    # not one per row). Numba compiles a None smoothing apart and prunes the `is None` branches:
-    # with the smoothing code in the same loop, even untaken, the plain rows ran 25% slower.
+# The target kinds of the cross-entropy kernel, one build each (_ce_rows[kind]).
+LABELS, SMOOTHED, PROBS = 0, 1, 2
+TARGET = None                   # bound per build
+
+
+def _ce_rows_src(x, labels, t, w, ignore_index, smoothing, reduction, need_grad, g, out):
+    # x, g: (N, C); labels (N,) (LABELS, SMOOTHED) or t (N, C) (PROBS); w (C,) class weights in
+    # x's dtype; out (3N,) float64: the row losses, then scratch for the row maxima and sums (one
+    # array that the caller allocates: an allocation inside the kernel lengthens its first compile
+    # by tenths of a second); smoothing: the label smoothing (SMOOTHED, PROBS). Returns the
+    # gradient's scale (1 / the MEAN normaliser, else 1). The normaliser is a serial pass over the
+    # labels before the rows; then each thread owns a block of rows of g and of the losses. The
+    # exponentials go straight into the gradient rows and are scaled there; without need_grad, g
+    # is scratch (one allocation per call, not one per row). TARGET is bound per build, so each
+    # build holds only its own kind of row: the smoothing code in the same loop, even untaken,
+    # slows the plain rows by 25%, and the other kinds' rows lengthen the compile of a model that
+    # uses one kind.
     n, nc = x.shape
+    losses, m, s = out[:n], out[n:2 * n], out[2 * n:]
     scale = 1.0
     if reduction == MEAN:
         total = float(n)
-        if use_labels:
+        if TARGET != PROBS:
             total = 0.0
             for r in range(n):
                 if labels[r] != ignore_index:
                     total += w[labels[r]]
         scale = 1.0 / total             # inf when every target is ignored: the mean is then NaN
-    om, b = 1.0, 0.0
-    if smoothing is not None:
+    om, b, wsum = 1.0, 0.0, 0.0
+    if TARGET != LABELS:
         om, b = 1.0 - smoothing, smoothing / nc
-    wsum = _vmath.sum64(w)
-    m, s = np.empty(n, x.dtype), np.empty(n, np.float64)
+    if TARGET == SMOOTHED:
+        wsum = _vmath.sum64(w)
     for blk in prange((n + ROWS - 1) // ROWS):
         r0, r1 = blk * ROWS, min(n, (blk + 1) * ROWS)
         _exp_shifted(x[r0:r1], g[r0:r1], m[r0:r1], s[r0:r1])
         for r in range(r0, r1):
             lse = m[r] + np.log(s[r])
-            if not use_labels:
+            if TARGET == PROBS:
                 losses[r] = _probs_row(x[r], g[r], t[r], w, om, b, lse, s[r], scale, need_grad)
             elif labels[r] == ignore_index:
                 losses[r] = 0.0
                 if need_grad:
-                    g[r, :] = 0
-            elif smoothing is None:
+                    gr = g[r]
+                    for c in range(nc):
+                        gr[c] = 0
+            elif TARGET == LABELS:
                 losses[r] = _label_row(x[r], g[r], labels[r], w, lse, s[r], scale, need_grad)
             else:
                 losses[r] = _smoothed_label_row(x[r], g[r], labels[r], w, om, b, wsum, lse, s[r],
@@ -284,11 +295,18 @@ def _ce_rows(x, labels, t, use_labels, w, ignore_index, smoothing, reduction, ne
     return scale
 
 
+_ce_rows = {kind: compiled(parallel_min=1 << 13, bind={"TARGET": kind}, variant=name)(_ce_rows_src)
+            for kind, name in ((LABELS, "labels"), (SMOOTHED, "smoothed"), (PROBS, "probs"))}
+
+
 @functools.lru_cache(maxsize=64)
 def unit_weights(c, dtype):
     """Class weights of 1 for (c, dtype), made once: the kernels read them and write nothing
     (writable, not read-only: Numba would compile a read-only array as another type)."""
     return np.ones(c, dtype)
+
+
+_NO_LABELS = np.empty(0, np.int64)
 
 
 def _rows(a):
@@ -303,10 +321,14 @@ def _cross_entropy(x, labels, t, use_labels, weight, ignore_index, smoothing, re
         x = _rows(x)
         labels, t = (labels.reshape(-1), t) if use_labels else (labels, _rows(t))
     w = unit_weights(shape[1], x.dtype) if weight is None else weight
-    losses = np.empty(x.shape[0], np.float64)
-    g = np.empty_like(x)
-    scale = _ce_rows(x, labels, t, use_labels, w, ignore_index, smoothing or None, reduction,
-                     need_grad, losses, g)
+    n = x.shape[0]
+    if t is None:
+        t = x[:0]                       # the label kernels' unused probabilities, typed as x
+    g, out = np.empty_like(x), np.empty(3 * n, np.float64)
+    losses = out[:n]
+    kind = PROBS if not use_labels else SMOOTHED if smoothing else LABELS
+    scale = _ce_rows[kind](x, labels, t, w, ignore_index, float(smoothing), reduction, need_grad,
+                           g, out)
     if reduction == NONE:
         loss = losses.astype(x.dtype).reshape((shape[0],) + shape[2:])
     else:
@@ -320,12 +342,12 @@ def _cross_entropy(x, labels, t, use_labels, weight, ignore_index, smoothing, re
 
 def cross_entropy_forward(x, labels, reduction, need_grad, weight=None, ignore_index=-100,
                           label_smoothing=0.0):
-    return _cross_entropy(x, labels, np.empty((0, 0), x.dtype), True, weight, ignore_index,
-                          label_smoothing, reduction, need_grad)
+    return _cross_entropy(x, labels, None, True, weight, ignore_index, label_smoothing, reduction,
+                          need_grad)
 
 
 def cross_entropy_probs_forward(x, t, reduction, need_grad, weight=None, label_smoothing=0.0):
-    return _cross_entropy(x, np.empty(0, np.int64), t, False, weight, -100, label_smoothing,
+    return _cross_entropy(x, _NO_LABELS, t, False, weight, -100, label_smoothing,
                           reduction, need_grad)
 
 

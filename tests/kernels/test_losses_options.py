@@ -154,9 +154,10 @@ def test_ce_rows_options_each_build(which, dtype):
     labels = rng.integers(0, 6, x.shape[0]).astype(np.int64)
     labels[::4] = 2
     w = rng.uniform(0.1, 2.0, 6).astype(dtype)
-    losses, g = np.empty(x.shape[0]), np.empty_like(x)
-    scale = getattr(S._ce_rows, which)(x, labels, np.empty((0, 0), dtype), True, w, 2, 0.3,
-                                       S.MEAN, True, losses, g)
+    out, g = np.empty(3 * x.shape[0]), np.empty_like(x)   # the losses, then scratch
+    losses = out[:x.shape[0]]
+    kernel = getattr(S._ce_rows[S.SMOOTHED], which)
+    scale = kernel(x, labels, np.empty((0, 0), dtype), w, 2, 0.3, S.MEAN, True, g, out)
     ref_losses, ref_g, norm = class_reference(x, labels, w, 2, 0.3, "labels")
     assert scale == pytest.approx(1 / norm, rel=1e-12)
     np.testing.assert_allclose(losses, ref_losses, rtol=rtol(dtype))

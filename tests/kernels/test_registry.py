@@ -58,7 +58,9 @@ def test_build_fixture_reaches_the_private_helpers():
     codes = sorted(activations.NAMES)
     assert {f"activations.{k}[{c}]" for k in ("_act_flat", "_act_grad_flat", "_bias_act",
                                               "_act_bias_backward") for c in codes} <= names
-    for required in ("softmax._ce_rows", "softmax.softmax_forward", "softmax.log_softmax_forward",
+    kinds = (softmax.LABELS, softmax.SMOOTHED, softmax.PROBS)
+    assert {f"softmax._ce_rows[{k}]" for k in kinds} <= names
+    for required in ("softmax.softmax_forward", "softmax.log_softmax_forward",
                      "losses._pointwise", "optim.sgd_step", "optim.rmsprop_step",
                      "optim.adam_step", "optim.nadam_step"):
         assert required in names

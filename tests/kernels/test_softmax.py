@@ -119,11 +119,13 @@ def test_ce_rows_each_build(which, dtype, numpy_ops, close):
     labels = rng.integers(0, 7, 9).astype(np.int64)
     t = rng.random((9, 7)).astype(dtype)
     for use_labels in (True, False):
-        losses = np.empty(9)
+        out = np.empty(3 * 9)           # the losses, then the kernel's scratch
+        losses = out[:9]
         g = np.empty_like(x)
-        getattr(S._ce_rows, which)(x, labels if use_labels else np.empty(0, np.int64),
-                                   np.empty((0, 0), dtype) if use_labels else t, use_labels,
-                                   np.ones(7, dtype), -100, None, S.SUM, True, losses, g)
+        kernel = S._ce_rows[S.LABELS if use_labels else S.PROBS]
+        getattr(kernel, which)(x, labels if use_labels else np.empty(0, np.int64),
+                               np.empty((0, 0), dtype) if use_labels else t,
+                               np.ones(7, dtype), -100, 0.0, S.SUM, True, g, out)
         if use_labels:
             loss_ref, g_ref = numpy_ops.cross_entropy_forward(x, labels, S.SUM, True)
         else:
