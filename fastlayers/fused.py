@@ -9,7 +9,7 @@ of its own. Results are those of the layers run one after the other, up to float
     Hardtanh, ReLU6, GELU, SiLU, ELU, Softplus).
     The bias and the activation are one pass after the GEMM; on the way back the activation's
     derivative and the bias gradient are one pass (kernels/linear.py).
-``NormActivation``: BatchNorm1d, BatchNorm2d or BatchNorm, then ReLU or LeakyReLU.
+``NormActivation``: BatchNorm1d, BatchNorm2d, BatchNorm or SyncBatchNorm, then ReLU or LeakyReLU.
     The activation is applied in the normalise pass and its derivative in the backward pass. Only
     activations of the form "z if z > 0 else s z" (kernels.batchnorm.FUSED_ACTS) fold into those
     passes; any other after a batch norm runs as a step of its own.
@@ -18,6 +18,8 @@ of its own. Results are those of the layers run one after the other, up to float
     The full-size activation is never written to memory (kernels/batchnorm_pool.py). The activation
     must be non-decreasing so that pooling its output picks the input that pooling before it would.
     With running statistics (eval) the batch norm and activation fuse and the pool runs on its own.
+    A SyncBatchNorm never takes part (nor in a ConvBlock): these kernels compute the statistics of
+    the local batch inside the pass, where the global batch's are needed first.
 ``ConvBlock``: Conv2d whose input needs no gradient (``needs_input_grad`` False: a network's first
     layer, as the training engine sets it), stride 1, one group, a numeric padding (the same on
     both sides), at most ``CONV_BLOCK_MAX_TAPS`` input values under the kernel, followed by a
@@ -27,12 +29,22 @@ of its own. Results are those of the layers run one after the other, up to float
     backward gives no input gradient, hence the first layer only; the kernel's layout assumes
     stride 1.
 
+``BiasBeforeNorm``: a Linear (on (N, in_features) input) or Conv2d with a bias, right before a batch
+    norm (any of the above, SyncBatchNorm too) that normalises with batch statistics over the
+    layer's output channels.
+    The layer runs as itself, but its bias gets the gradient it has: exactly zero (the batch norm
+    subtracts the batch mean of every channel, so the bias cannot change its output), not the
+    rounding residue of a sum that cancels, about 1e-9, which Adam divides by its own square root
+    into steps of about lr in a random direction (PyTorch keeps that residue). So the bias stays
+    put, as the ConvBlock's bias does, and runs that round differently (1 or 2 threads, 1 or N
+    data-parallel ranks) keep the same bias.
+
 A fused step owns its validation and its cache, and reaches the layers it replaces only through
 their public attributes and methods; their own caches are left alone. A Sequential builds new
 steps at every forward, so a forward that fails leaves the steps (and caches) of the last good one.
 """
 from fastlayers import _checks, backend
-from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
+from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d, SyncBatchNorm
 from fastlayers.conv import Conv2d
 from fastlayers.linear import Linear
 from fastlayers.module import Module
@@ -110,7 +122,8 @@ class NormActivation(FusedStep):
 
     @staticmethod
     def applies(norm, activation):
-        return (isinstance(norm, (BatchNorm1d, BatchNorm2d, BatchNorm))
+        # SyncBatchNorm's normalize runs its collective before the fused normalise pass
+        return (isinstance(norm, (BatchNorm1d, BatchNorm2d, BatchNorm, SyncBatchNorm))
                 and getattr(activation, "act", None) in FUSED_ACTS)
 
     def forward(self, x):
@@ -133,6 +146,7 @@ class NormActivationPool(FusedStep):
     @staticmethod
     def applies(norm, activation, pool):
         act = getattr(activation, "act", None)
+        # BatchNorm2d only: a SyncBatchNorm (not a subclass) needs the global statistics
         return (isinstance(norm, BatchNorm2d) and norm.uses_batch_stats() and act in FUSED_ACTS
                 and negative_scale(*_norm_act(activation, "BatchNorm2d")) >= 0
                 and _pools_2x2(pool))
@@ -205,6 +219,39 @@ class ConvBlock(FusedStep):
         return None
 
 
+class BiasBeforeNorm(FusedStep):
+    """A Linear or Conv2d whose bias feeds a batch-statistics batch norm: the layer's own forward
+    and backward, and an exactly zero bias gradient (see the module's docstring)."""
+
+    @staticmethod
+    def applies(layer, norm):
+        if not isinstance(norm, (BatchNorm1d, BatchNorm2d, BatchNorm, SyncBatchNorm)) \
+                or not norm.uses_batch_stats() or getattr(layer, "bias", None) is None:
+            return False
+        if isinstance(layer, Linear):
+            return norm.num_features == layer.out_features
+        return isinstance(layer, Conv2d) and norm.num_features == layer.out_channels
+
+    def forward(self, x):
+        layer = self.parts[0]
+        # a Linear's bias is per channel of the norm only for (N, features) input
+        self._cache = isinstance(layer, Conv2d) or getattr(x, "ndim", 0) == 2
+        return layer.forward(x)
+
+    def backward(self, grad_output):
+        layer = self.parts[0]
+        zero_bias = self._saved()
+        bias = layer.bias
+        kept = None if bias.grad is None or not zero_bias else bias.grad.copy()
+        grad_input = layer.backward(grad_output)
+        if zero_bias:
+            if kept is None:
+                bias.grad.fill(0)
+            else:
+                bias.grad[...] = kept
+        return grad_input
+
+
 def _check_grad(grad_output, dtype, shape, owner):
     g = _checks.float_array(grad_output, "grad_output", dtype=dtype, owner=owner)
     if g.shape != shape:
@@ -229,6 +276,8 @@ def plan(modules):
                 i += size
                 break
         else:
-            steps.append(modules[i])
+            m = modules[i]
+            after = modules[i + 1] if i + 1 < len(modules) else None
+            steps.append(BiasBeforeNorm(m) if BiasBeforeNorm.applies(m, after) else m)
             i += 1
     return steps
