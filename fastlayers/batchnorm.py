@@ -241,46 +241,61 @@ class SyncBatchNorm(_BatchNorm):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
         self.process_group = process_group
 
-    def _synced(self):
-        """The group to synchronise over in this forward, or None for local statistics."""
+    def synced_group(self):
+        """The group a forward now synchronises over (batch statistics and more than one rank),
+        or None when it normalises the local batch as a plain batch norm does."""
         return _process_group.resolve(self.process_group) if self.uses_batch_stats() else None
 
     def check_batch(self, shape):
-        group = self._synced()
+        group = self.synced_group()
         if group is None:
             return super().check_batch(shape)
         if int(np.prod(shape)) // self.num_features * group.size <= 1:
             raise ValueError(f"SyncBatchNorm: Expected more than 1 value per channel when "
                              f"training, got input size {tuple(shape)} on {group.size} ranks")
 
+    def global_statistics(self, count, mean, m2):
+        """The global batch's (mean, invstd, count) from this rank's ``count`` values a channel,
+        their ``mean`` and sum of squared deviations ``m2`` (float64 (C,)), with every rank's
+        (one allgather, combined in rank order); counts the batch and updates the running
+        statistics, as a training forward does. Collective: for the fused steps and
+        :meth:`normalize`."""
+        c = self.num_features
+        rows = self.synced_group().allgather(np.concatenate(([float(count)], mean, m2)))
+        total, mean, m2 = _combine(rows, c)
+        var = m2 / total
+        factor, rm, rv = self.count_batch(self.dtype or np.float32)
+        if rm.size:   # as kernels/_loops.py's channel_stats, in float64
+            unbiased = var * (total / (total - 1.0)) if total > 1 else var
+            rm[...] = (1.0 - factor) * rm.astype(np.float64) + factor * mean
+            rv[...] = (1.0 - factor) * rv.astype(np.float64) + factor * unbiased
+        return mean, 1.0 / np.sqrt(var + self.eps), total
+
+    def global_sums(self, sum_g, sum_gx):
+        """``sum_g`` and ``sum_gx`` (float64 (C,)) summed over the ranks (one allreduce)."""
+        sums = np.concatenate((sum_g, sum_gx))
+        self.synced_group().allreduce_(sums)
+        c = self.num_features
+        return sums[:c], sums[c:]
+
     def normalize(self, x, act=IDENTITY, slope=0.0):
-        group = self._synced()
+        group = self.synced_group()
         if group is None:
             return super().normalize(x, act, slope)
         self.check_batch(x.shape)
         ops = backend.ops()
         c = self.num_features
         count = x.size // c
-        if count:
-            mean, m2 = ops.batchnorm_stats(x)
-        else:
-            mean, m2 = np.zeros(c), np.zeros(c)
-        total, mean, m2 = _combine(group.allgather(np.concatenate(([float(count)], mean, m2))), c)
-        var = m2 / total
-        invstd = 1.0 / np.sqrt(var + self.eps)
-        factor, rm, rv = self.count_batch(x.dtype)
-        if rm.size:   # as kernels/_loops.py's channel_stats, in float64
-            unbiased = var * (total / (total - 1.0)) if total > 1 else var
-            rm[...] = (1.0 - factor) * rm.astype(np.float64) + factor * mean
-            rv[...] = (1.0 - factor) * rv.astype(np.float64) + factor * unbiased
+        mean, m2 = ops.batchnorm_stats(x) if count else (np.zeros(c), np.zeros(c))
+        mean, invstd, total = self.global_statistics(count, mean, m2)
         gamma, beta = self.affine_arrays(x.dtype)
         y = ops.batchnorm_apply_forward(x, gamma, beta, mean, invstd, act, slope)
-        return y, (x, y, mean, invstd, act, slope, True, total, group)
+        return y, (x, y, mean, invstd, act, slope, True, total)
 
     def normalize_backward(self, saved, grad_output):
         if len(saved) == 7:    # local statistics (see normalize)
             return super().normalize_backward(saved, grad_output)
-        x, y, mean, invstd, act, slope, _, total, group = saved
+        x, y, mean, invstd, act, slope, _, total = saved
         g = _checks.float_array(grad_output, "grad_output", dtype=x.dtype, owner="SyncBatchNorm")
         if g.shape != y.shape:
             raise ValueError(f"SyncBatchNorm: grad_output must have shape {y.shape}, got "
@@ -293,11 +308,9 @@ class SyncBatchNorm(_BatchNorm):
         dbeta += sum_g.astype(dbeta.dtype)
         if not self.needs_input_grad:
             return None
-        sums = np.concatenate((sum_g, sum_gx))
-        group.allreduce_(sums)
-        c = self.num_features
-        return ops.batchnorm_input_grad(g, x, y, gamma, mean, invstd, act, slope,
-                                        sums[:c] / total, sums[c:] / total)
+        sum_g, sum_gx = self.global_sums(sum_g, sum_gx)
+        return ops.batchnorm_input_grad(g, x, y, gamma, mean, invstd, act, slope, sum_g / total,
+                                        sum_gx / total)
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):

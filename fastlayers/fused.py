@@ -13,13 +13,13 @@ of its own. Results are those of the layers run one after the other, up to float
     The activation is applied in the normalise pass and its derivative in the backward pass. Only
     activations of the form "z if z > 0 else s z" (kernels.batchnorm.FUSED_ACTS) fold into those
     passes; any other after a batch norm runs as a step of its own.
-``NormActivationPool``: BatchNorm2d using batch statistics (training), ReLU or LeakyReLU with a
-    slope >= 0, then MaxPool2d(2) (2x2, stride 2, no padding).
+``NormActivationPool``: BatchNorm2d or SyncBatchNorm using batch statistics (training), ReLU or
+    LeakyReLU with a slope >= 0, then MaxPool2d(2) (2x2, stride 2, no padding).
     The full-size activation is never written to memory (kernels/batchnorm_pool.py). The activation
     must be non-decreasing so that pooling its output picks the input that pooling before it would.
     With running statistics (eval) the batch norm and activation fuse and the pool runs on its own.
-    A SyncBatchNorm never takes part (nor in a ConvBlock): these kernels compute the statistics of
-    the local batch inside the pass, where the global batch's are needed first.
+    A SyncBatchNorm in training on several ranks runs the pass split where the ranks exchange
+    their statistics (kernels/batchnorm_pool.py), as in a ConvBlock (kernels/convbn.py).
 ``ConvBlock``: Conv2d whose input needs no gradient (``needs_input_grad`` False: a network's first
     layer, as the training engine sets it), stride 1, one group, a numeric padding (the same on
     both sides), at most ``CONV_BLOCK_MAX_TAPS`` input values under the kernel, followed by a
@@ -43,6 +43,8 @@ A fused step owns its validation and its cache, and reaches the layers it replac
 their public attributes and methods; their own caches are left alone. A Sequential builds new
 steps at every forward, so a forward that fails leaves the steps (and caches) of the last good one.
 """
+import numpy as np
+
 from fastlayers import _checks, backend
 from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d, SyncBatchNorm
 from fastlayers.conv import Conv2d
@@ -146,8 +148,8 @@ class NormActivationPool(FusedStep):
     @staticmethod
     def applies(norm, activation, pool):
         act = getattr(activation, "act", None)
-        # BatchNorm2d only: a SyncBatchNorm (not a subclass) needs the global statistics
-        return (isinstance(norm, BatchNorm2d) and norm.uses_batch_stats() and act in FUSED_ACTS
+        return (isinstance(norm, (BatchNorm2d, SyncBatchNorm)) and norm.uses_batch_stats()
+                and act in FUSED_ACTS
                 and negative_scale(*_norm_act(activation, "BatchNorm2d")) >= 0
                 and _pools_2x2(pool))
 
@@ -157,22 +159,41 @@ class NormActivationPool(FusedStep):
         x = norm.check_input(x)
         pool.check_shape(x.shape)
         norm.check_batch(x.shape)
-        factor, rm, rv = norm.count_batch(x.dtype)
+        ops = backend.ops()
         gamma, beta = norm.affine_arrays(x.dtype)
-        pooled, idx, mean, invstd = backend.ops().batchnorm_maxpool_train_forward(
-            x, gamma, beta, rm, rv, factor, norm.eps, act, slope)
-        self._cache = (x, pooled, idx, mean, invstd, act, slope)
+        total = None
+        if _synced(norm):
+            mean, m2 = ops.batchnorm_stats(x)
+            mean, invstd, total = norm.global_statistics(x.size // x.shape[1], mean, m2)
+            pooled, idx = ops.batchnorm_maxpool_apply_forward(x, gamma, beta, mean, invstd, act,
+                                                              slope)
+        else:
+            factor, rm, rv = norm.count_batch(x.dtype)
+            pooled, idx, mean, invstd = ops.batchnorm_maxpool_train_forward(
+                x, gamma, beta, rm, rv, factor, norm.eps, act, slope)
+        self._cache = (x, pooled, idx, mean, invstd, act, slope, total)
         return pooled
 
     def backward(self, grad_output):
         norm = self.parts[0]
-        x, pooled, idx, mean, invstd, act, slope = self._saved()
+        x, pooled, idx, mean, invstd, act, slope, total = self._saved()
         g = _check_grad(grad_output, x.dtype, pooled.shape, type(norm).__name__)
         gamma, _ = norm.affine_arrays(x.dtype)
         dgamma, dbeta = norm.affine_grads(gamma)
-        dx = backend.ops().batchnorm_maxpool_backward(g, idx, pooled, x, gamma, mean, invstd, act,
-                                                      slope, dgamma, dbeta, norm.needs_input_grad)
-        return dx
+        ops = backend.ops()
+        if total is None:
+            return ops.batchnorm_maxpool_backward(g, idx, pooled, x, gamma, mean, invstd, act,
+                                                  slope, dgamma, dbeta, norm.needs_input_grad)
+        sum_g, sum_gx = np.zeros(len(gamma)), np.zeros(len(gamma))
+        ops.batchnorm_maxpool_backward(g, idx, pooled, x, gamma, mean, invstd, act, slope, sum_gx,
+                                       sum_g, False)
+        dgamma += sum_gx.astype(dgamma.dtype)
+        dbeta += sum_g.astype(dbeta.dtype)
+        if not norm.needs_input_grad:
+            return None
+        sum_g, sum_gx = norm.global_sums(sum_g, sum_gx)
+        return ops.batchnorm_maxpool_input_grad(g, idx, pooled, x, gamma, mean, invstd, act, slope,
+                                                sum_g / total, sum_gx / total)
 
 
 class ConvBlock(FusedStep):
@@ -197,25 +218,47 @@ class ConvBlock(FusedStep):
         x, shape = conv.check_input(x)
         pool.check_shape(shape)
         norm.check_batch(shape)
-        factor, rm, rv = norm.count_batch(x.dtype)
+        ops = backend.ops()
         gamma, beta = norm.affine_arrays(x.dtype)
+        w = conv.weight.data
         b = conv.bias.data if conv.bias is not None else None
-        pooled, idx, mean, invstd, saved = backend.ops().conv_bn_maxpool_train_forward(
-            x, conv.weight.data, b, conv.padding, conv.dilation, gamma, beta, rm, rv, factor,
-            norm.eps, act, slope)
-        self._cache = (x.dtype, pooled, idx, mean, invstd, saved, act, slope)
+        total = None
+        if _synced(norm):
+            count, mean, m2, prepared = ops.conv_bn_maxpool_stats(x, w, b, conv.padding,
+                                                                  conv.dilation)
+            mean, invstd, total = norm.global_statistics(count, mean, m2)
+            pooled, idx, saved = ops.conv_bn_maxpool_apply_forward(prepared, w, b, gamma, beta,
+                                                                   mean, invstd, act, slope)
+        else:
+            factor, rm, rv = norm.count_batch(x.dtype)
+            pooled, idx, mean, invstd, saved = ops.conv_bn_maxpool_train_forward(
+                x, w, b, conv.padding, conv.dilation, gamma, beta, rm, rv, factor, norm.eps, act,
+                slope)
+        self._cache = (x.dtype, pooled, idx, mean, invstd, saved, act, slope, total)
         return pooled
 
     def backward(self, grad_output):
         conv, norm = self.parts[:2]
-        dtype, pooled, idx, mean, invstd, saved, act, slope = self._saved()
+        dtype, pooled, idx, mean, invstd, saved, act, slope, total = self._saved()
         g = _check_grad(grad_output, dtype, pooled.shape, "Conv2d")
         gamma, _ = norm.affine_arrays(dtype)
         dgamma, dbeta = norm.affine_grads(gamma)
-        db = conv.bias.grad_buffer() if conv.bias is not None else None
-        backend.ops().conv_bn_maxpool_backward(g, idx, pooled, saved, conv.weight.data, gamma,
-                                               mean, invstd, act, slope, conv.weight.grad_buffer(),
-                                               db, dgamma, dbeta)
+        db = conv.bias.grad_buffer() if conv.bias is not None else None   # its gradient is 0
+        ops = backend.ops()
+        w = conv.weight.data
+        if total is None:
+            ops.conv_bn_maxpool_backward(g, idx, pooled, saved, w, gamma, mean, invstd, act,
+                                         slope, conv.weight.grad_buffer(), db, dgamma, dbeta)
+            return None
+        b = conv.bias.data if conv.bias is not None else None
+        sum_g, sum_gx, partial = ops.conv_bn_maxpool_grad_sums(g, idx, pooled, saved, w, b, gamma,
+                                                               mean, invstd, act, slope)
+        dgamma += sum_gx.astype(dgamma.dtype)
+        dbeta += sum_g.astype(dbeta.dtype)
+        sum_g, sum_gx = norm.global_sums(sum_g, sum_gx)
+        ops.conv_bn_maxpool_sync_backward(g, idx, pooled, saved, partial, w, gamma, mean, invstd,
+                                          act, slope, sum_g / total, sum_gx / total,
+                                          conv.weight.grad_buffer())
         return None
 
 
@@ -250,6 +293,11 @@ class BiasBeforeNorm(FusedStep):
             else:
                 bias.grad[...] = kept
         return grad_input
+
+
+def _synced(norm):
+    """Whether ``norm`` is a SyncBatchNorm that synchronises this forward over several ranks."""
+    return isinstance(norm, SyncBatchNorm) and norm.synced_group() is not None
 
 
 def _check_grad(grad_output, dtype, shape, owner):

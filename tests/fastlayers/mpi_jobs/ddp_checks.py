@@ -43,8 +43,10 @@ def mlp(bn, p_drop):
 
 
 def cnn():
+    # the speed-run cnn's layout, small: a first ConvBlock, then a NormActivationPool block
     return fl.Sequential(fl.Conv2d(1, 4, 3, padding=1), fl.BatchNorm2d(4), fl.ReLU(),
-                         fl.MaxPool2d(2), fl.Flatten(), fl.Linear(4 * 4 * 4, 5))
+                         fl.MaxPool2d(2), fl.Conv2d(4, 6, 3, padding=1), fl.BatchNorm2d(6),
+                         fl.ReLU(), fl.MaxPool2d(2), fl.Flatten(), fl.Linear(6 * 2 * 2, 5))
 
 
 def step(model, loss_fn, opt, x, y):
@@ -96,7 +98,9 @@ def check_against_one_process():
             ("cnn-syncbn-sgd", cnn, (1, 8, 8), fl.SGD)):
         x, y = data(3, 6, shape)
         ddp = train_ddp(build, x, y, opt_cls, True, gradient_as_bucket_view=True)
+        fused = [len(s) for s in ddp.steps]       # SyncBatchNorm fuses as BatchNorm does
         ref = train_single(build, x, y, opt_cls)
+        assert fused == [len(s) for s in ref.steps], (name, ddp.steps)
         a, b = flat_weights(ddp), flat_weights(ref)
         diff = float(np.max(np.abs(a - b)))
         assert diff <= 2e-5, (name, diff)
