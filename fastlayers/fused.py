@@ -279,7 +279,7 @@ class BiasBeforeNorm(FusedStep):
         layer = self.parts[0]
         # a Linear's bias is per channel of the norm only for (N, features) input
         self._cache = isinstance(layer, Conv2d) or getattr(x, "ndim", 0) == 2
-        return layer.forward(x)
+        return layer(x)   # the layer keeps its own cache (nothing under no_grad)
 
     def backward(self, grad_output):
         layer = self.parts[0]

@@ -583,6 +583,7 @@ def _save_checkpoint(args, epoch, model, optimizer, scheduler, fastlayers_result
 def _resume(args, model, optimizer, scheduler, fastlayers_results, out):
     """Load ``args.resume`` into the run; returns the first epoch still to train. Raises for a file
     that is not a checkpoint of a run with these settings."""
+    import fastlayers as fl
     ckpt = _read_checkpoint(args.resume)
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "fastlayers-mnist checkpoint":
         raise ValueError(f"--resume {args.resume}: not a checkpoint written by --checkpoint")
@@ -627,9 +628,10 @@ def _read_checkpoint(path):
 
 
 # 1: the unversioned reports before schema_version; 2 adds schema_version, timestamp, git and the
-# runs' samples_per_s, best_test_accuracy and best_epoch; 3 adds environment.world_size and, with
-# --distributed, the "distributed" block and the communication_s / communication_share figures.
-SCHEMA_VERSION = 3
+# runs' samples_per_s, best_test_accuracy and best_epoch. Keys added since, which readers of 2 may
+# ignore: environment.world_size; with --distributed, the "distributed" block and the runs' (and
+# their epochs') communication_s and communication_share.
+SCHEMA_VERSION = 2
 
 
 def _utc_timestamp():
