@@ -7,8 +7,8 @@ Every figure is the median over ``--rounds`` interleaved rounds of the time of o
 round timing a loop of calls that every rank starts together (after a barrier), so waiting for a
 late rank is not counted. Rank 0 prints:
 
-- latency: a one-float64 allreduce; bandwidth: allreduces of 64 KB to 16 MB fitted to the ring
-  model t = 2 (N - 1) / N * bytes / bandwidth + 2 (N - 1) * latency (docs/distributed.md);
+- latency: a one-float64 allreduce; bandwidth: allreduces of 1 to 16 MB, both read through the
+  ring model t = 2 (N - 1) / N * bytes / bandwidth + 2 (N - 1) * latency (docs/distributed.md);
 - the same for the small collectives SyncBatchNorm uses (an allgather of 2C + 1 float64);
 - each speed-run model's gradient averaged four ways: one allreduce per parameter; one over a
   packed buffer (copy in, allreduce, copy back: DistributedDataParallel's default); one over the
@@ -51,11 +51,14 @@ def medians(cases, rounds):
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def ring_fit(bytes_, seconds, n):
-    """(latency, bandwidth) of t = 2 (n-1)/n * B / bw + 2 (n-1) * lat, least squares."""
-    a = np.stack([np.full(len(bytes_), 2.0 * (n - 1)), 2.0 * (n - 1) / n * np.asarray(bytes_)], 1)
-    lat, inv_bw = np.linalg.lstsq(a, np.asarray(seconds), rcond=None)[0]
-    return float(lat), float(1.0 / inv_bw)
+def ring_fit(t, n):
+    """(latency, bandwidth) of the ring model t = 2 (n-1)/n * B / bw + 2 (n-1) * lat: the latency
+    from the 8-byte allreduce, the bandwidth the median over the sizes from 1 MB of
+    2 (n-1)/n * B / (t - 2 (n-1) * lat)."""
+    lat = t["allreduce 8 B"] / (2 * (n - 1))
+    bws = [2 * (n - 1) / n * b / (t[f"allreduce {b} B"] - 2 * (n - 1) * lat)
+           for b in SIZES if b >= 1 << 20]
+    return lat, float(statistics.median(bws))
 
 
 def model_grads(name):
@@ -136,9 +139,7 @@ def main():
             (lambda s=send, r=recv: COMM.Allgather(s, r)), 500)
     cases["barrier"] = (COMM.Barrier, 2000)
     t = medians(cases, args.rounds)
-    big = [b for b in SIZES if b >= 1 << 16]
-    lat, bw = ring_fit(big, [t[f"allreduce {b} B"] for b in big], SIZE)
-    small_lat = t["allreduce 8 B"] / (2 * (SIZE - 1))
+    lat, bw = ring_fit(t, SIZE)
 
     models = {}
     for name in ("mlp", "mlp-bn", "cnn"):
@@ -157,8 +158,8 @@ def main():
         print(f"| allgather (SyncBatchNorm, C={c}) | {(2 * c + 1) * 8:,} B a rank | "
               f"{t[f'allgather 2x{c}+1 float64'] * 1e6:.1f} us |")
     print(f"| barrier | | {t['barrier'] * 1e6:.1f} us |")
-    print(f"\nring fit over 64 KB - 16 MB: latency {lat * 1e6:.2f} us, bandwidth "
-          f"{bw / 1e9:.2f} GB/s; 8-byte allreduce / (2 (N-1)): {small_lat * 1e6:.2f} us")
+    print(f"\nring model: latency {lat * 1e6:.2f} us (8-byte allreduce / (2 (N-1))), bandwidth "
+          f"{bw / 1e9:.2f} GB/s (median over 1-16 MB)")
     print("\n| model | gradient | per parameter | packed (copy in/out) | bucket view (no copy) "
           "| 1 MB buckets |\n|---|---:|---:|---:|---:|---:|")
     for name, m in models.items():
@@ -170,7 +171,7 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"ranks": SIZE, "cpu": cpu_model(), "mpi": MPI.Get_library_version(),
                        "rounds": args.rounds, "seconds": t, "latency_s": lat, "bandwidth_Bps": bw,
-                       "small_message_latency_s": small_lat, "models": models}, f, indent=2)
+                       "models": models}, f, indent=2)
 
 
 if __name__ == "__main__":

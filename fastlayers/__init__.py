@@ -127,11 +127,15 @@ __all__ = [
 
 
 def __getattr__(name):
-    """``from_torch`` and ``to_torch`` (fastlayers/torch_bridge.py), imported on first use: they
-    need PyTorch, which fastlayers itself does not."""
+    """``from_torch`` and ``to_torch`` (fastlayers/torch_bridge.py) and ``distributed``
+    (fastlayers/distributed.py), imported on first use: they need PyTorch and mpi4py, which
+    fastlayers itself does not."""
     if name in ("from_torch", "to_torch"):
         from fastlayers import torch_bridge
         return getattr(torch_bridge, name)
+    if name == "distributed":
+        import importlib
+        return importlib.import_module("fastlayers.distributed")
     raise AttributeError(f"module 'fastlayers' has no attribute {name!r}")
 
 

@@ -521,6 +521,13 @@ def _run(args, out, group):
             _save_checkpoint(args, epoch, net, optimizer, scheduler, results["fastlayers"])
         if len(done) == len(runs):
             break
+    replicas = None
+    if group is not None:   # every rank's digest of its parameters and buffers, for the record
+        import fastlayers.distributed as dist
+        replicas = [bytes(d).hex() for d in group.allgather(
+            np.frombuffer(bytes.fromhex(dist.replica_hash(net)), np.uint8).copy())]
+        if len(set(replicas)) != 1:
+            raise RuntimeError(f"the replicas differ after training: {replicas}")
     if args.save is not None and lead:
         fl.save(net.state_dict(), args.save)
 
@@ -537,6 +544,7 @@ def _run(args, out, group):
               "environment": _environment(args), "compile_s": compile_s, "results": results}
     if group is not None:
         report["distributed"] = _distributed_report(args, group, results["fastlayers"])
+        report["distributed"]["replica_sha256"] = replicas
     print(_summary(args, dataset, results["fastlayers"], compile_s), file=out)
     if len(runs) > 1:
         ours = results["fastlayers"]["median_epoch_s"]
@@ -694,7 +702,8 @@ def _summary(args, dataset, r, compile_s):
         rows.insert(5, ("data parallel", f"{ranks} ranks x {args.batch_size // ranks} samples "
                         f"({'SyncBatchNorm, ' if args.sync_batchnorm and ranks > 1 else ''}"
                         f"communication {r['communication_s']:.2f} s, "
-                        f"{r['communication_share']:.1%} of training time)"))
+                        f"{r['communication_share']:.1%} of training time; replicas bitwise "
+                        f"equal after every epoch)"))
     outputs = (("model", args.save), ("checkpoint", args.checkpoint), ("JSON", args.json_path),
                ("plot", args.plot))
     files = [f"{path} ({what})" for what, path in outputs if path is not None]

@@ -89,6 +89,13 @@ def test_speed_run_on_two_ranks_trains_one_process_weights_and_resumes(tmp_path)
     run = report["results"]["fastlayers"]
     assert 0 <= run["communication_share"] < 1 and run["communication_s"] > 0
     assert d["communication_share"] == run["communication_share"]
+    # the replicas' digests: equal, and those of the weights rank 0 saved
+    from fastlayers.distributed import replica_hash
+    from fastlayers.models import build
+    assert len(d["replica_sha256"]) == 2 and len(set(d["replica_sha256"])) == 1
+    saved = build("mlp-bn")
+    saved.load_state_dict(fl.load(str(tmp_path / "w2.safetensors")))
+    assert replica_hash(saved) == d["replica_sha256"][0]
     assert all(0 < e["communication_s"] < e["seconds"] for e in run["epochs"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors", "r.json",
                                                           "w2.safetensors"]
