@@ -6,8 +6,9 @@ For each model, runs ``python -m fastlayers.mnist --threads 1`` (one process) an
 ``mpiexec -n 2 python -m mpi4py -m fastlayers.mnist --distributed`` (2 ranks x 1 thread) in turn,
 ``--repeats`` times each, on the embedded mnist-10k digits with the speed-run defaults, and prints
 medians over the runs of: the median epoch's seconds per step (a global batch), samples per
-second, and the communication share from the run's JSON (the seconds rank 0 spent inside MPI
-calls during the training steps, waiting for the other rank included, over its training time).
+second, and from the run's JSON the shares of rank 0's training time spent communicating (each
+collective's own time, that of the last rank to arrive) and waiting for the other rank inside the
+collectives (fastlayers.distributed.ProcessGroup.split_time).
 """
 import argparse
 import json
@@ -66,7 +67,7 @@ def run(model, ranks, epochs, out):
     batch = report["config"]["batch_size"]
     steps = -(-8334 // batch)
     return {"step_s": r["median_epoch_s"] / steps, "samples_per_s": r["samples_per_s"],
-            "comm": r.get("communication_share", 0.0)}
+            "comm": r.get("communication_share", 0.0), "wait": r.get("wait_share", 0.0)}
 
 
 def main():
@@ -88,17 +89,18 @@ def main():
                         idles.append(wait_idle(args.wait_idle, args.max_wait))
                     got = run(model, ranks, args.epochs, pathlib.Path(tmp) / "r.json")
                     results.setdefault((model, ranks), []).append(got)
-    print("| model | ranks x threads | step (global batch) | samples/s | communication share |"
-          " speedup |\n|---|---|---:|---:|---:|---:|")
+    print("| model | ranks x threads | step (global batch) | samples/s | communication | "
+          "waiting for the other rank | speedup |\n|---|---|---:|---:|---:|---:|---:|")
     for model in args.models:
         one = statistics.median(r["step_s"] for r in results[(model, 1)])
         for ranks in (1, 2):
             rs = results[(model, ranks)]
             step = statistics.median(r["step_s"] for r in rs)
             comm = statistics.median(r["comm"] for r in rs)
+            wait = statistics.median(r["wait"] for r in rs)
             sps = statistics.median(r["samples_per_s"] for r in rs)
             print(f"| {model} | {ranks} x 1 | {step * 1e3:.2f} ms | {sps:,.0f} | {comm:.1%} | "
-                  f"{one / step:.2f}x |")
+                  f"{wait:.1%} | {one / step:.2f}x |")
     shares = "; ".join(m + " " + ", ".join(f"{r['comm']:.1%}" for r in results[(m, 2)])
                        for m in args.models)
     print(f"\n(medians of {args.repeats} alternating runs of {args.epochs} epochs; the 2-rank "

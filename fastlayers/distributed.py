@@ -113,6 +113,7 @@ class ProcessGroup:
         self.size = comm.Get_size()
         self.timeout = _seconds(timeout)
         self.stats = {"seconds": 0.0, "calls": 0, "bytes": 0}
+        self._durations = None   # each collective's seconds, while recording
         self._waiting = None   # (monotonic start, operation) while in a collective
         self._closed = threading.Event()
         if self.timeout is not None and self.size > 1:
@@ -140,10 +141,34 @@ class ProcessGroup:
             yield
         finally:
             self._waiting = None
+            seconds = time.perf_counter() - t0
             s = self.stats
-            s["seconds"] += time.perf_counter() - t0
+            s["seconds"] += seconds
             s["calls"] += 1
             s["bytes"] += int(nbytes)
+            if self._durations is not None:
+                self._durations.append(seconds)
+
+    def start_recording(self):
+        """Keep the seconds of every collective from now on (see :meth:`split_time`)."""
+        self._durations = []
+
+    def split_time(self):
+        """Stop recording and split this rank's seconds in the recorded collectives into
+        (communication, waiting): for each collective the shortest time any rank spent in it (the
+        last rank to arrive waits for nobody: its time is the collective's own), and this rank's
+        time beyond that (waiting for later ranks). Collective: every rank recorded the same
+        collectives."""
+        mine = np.array(self._durations or [], np.float64)
+        self._durations = None
+        counts = np.array([mine.size, -mine.size], np.int64)
+        self.comm.Allreduce(MPI.IN_PLACE, counts, op=MPI.MIN)
+        if counts[0] != -counts[1]:
+            raise RuntimeError("split_time: the ranks recorded different numbers of collectives")
+        least = mine.copy()
+        if least.size:
+            self.comm.Allreduce(MPI.IN_PLACE, least, op=MPI.MIN)
+        return float(least.sum()), float((mine - least).sum())
 
     def allreduce_(self, array, op=ReduceOp.SUM):
         """Reduce ``array`` (C-contiguous) over the ranks, in place."""
@@ -473,8 +498,9 @@ class GradientReducer:
                         view[...] = p.grad
                     p.grad = view
 
-    def reduce(self, group):
-        """Average the gradients over ``group``'s ranks (collective)."""
+    def reduce(self, group, divided=False):
+        """Average the gradients over ``group``'s ranks (collective); ``divided``: each rank's
+        are divided by the world size already, so the sum is the average."""
         divisor = group.size
         if divisor == 1:
             return
@@ -488,7 +514,8 @@ class GradientReducer:
                 elif g is not view:
                     view[...] = g
             group.allreduce_(bucket.flat)
-            np.divide(bucket.flat, bucket.flat.dtype.type(divisor), out=bucket.flat)
+            if not divided:
+                np.divide(bucket.flat, bucket.flat.dtype.type(divisor), out=bucket.flat)
             for p, view in zip(bucket.params, bucket.views):
                 g = p.grad
                 if g is None:
@@ -546,6 +573,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "process_group", _group(process_group))
         self.broadcast_buffers = bool(broadcast_buffers)
         self.require_backward_grad_sync = True
+        self._accumulated = False   # a backward under no_sync added local gradients
         object.__setattr__(self, "reducer", GradientReducer(module.parameters(), bucket_cap_mb,
                                                             gradient_as_bucket_view))
         if init_sync and self.process_group.size > 1:
@@ -561,9 +589,23 @@ class DistributedDataParallel(Module):
         return self.module(*args, **kwargs)
 
     def backward(self, grad_output):
+        size = self.process_group.size
+        sync = self.require_backward_grad_sync
+        # With a power-of-two world size and nothing accumulated under no_sync, the output
+        # gradient is divided by it before the backward, which scales every gradient exactly as
+        # dividing them afterwards would (a power of two changes no bits of the rounding), and
+        # the sum the allreduce returns is then the average: no pass over the gradients.
+        prescale = (sync and size > 1 and size & (size - 1) == 0 and not self._accumulated
+                    and isinstance(grad_output, np.ndarray)
+                    and np.issubdtype(grad_output.dtype, np.floating))
+        if prescale:
+            grad_output = grad_output * grad_output.dtype.type(1.0 / size)
         grad_input = self.module.backward(grad_output)
-        if self.require_backward_grad_sync:
-            self.reducer.reduce(self.process_group)
+        if sync:
+            self.reducer.reduce(self.process_group, divided=prescale)
+            self._accumulated = False
+        else:
+            self._accumulated = True
         return grad_input
 
     @contextlib.contextmanager

@@ -336,15 +336,16 @@ class _Discard:
 
 def _train_epoch(engine, loader, bar, group):
     """run_epoch, and with ``group`` the global figures: (mean loss over every rank's samples,
-    this rank's seconds, the samples of all ranks, this rank's seconds in collectives or None)."""
+    this rank's seconds, the samples of all ranks, (seconds of communication, seconds waiting for
+    other ranks) in this rank's collectives, or None; ProcessGroup.split_time)."""
     from fastlayers.train import run_epoch
     if group is None:
         return run_epoch(engine, loader, bar) + (None,)
-    before = group.stats["seconds"]
+    group.start_recording()
     loss, seconds, samples = run_epoch(engine, loader, bar)
-    comm = group.stats["seconds"] - before
+    split = group.split_time()
     totals = group.allreduce_(np.array([loss * samples, samples], np.float64))
-    return totals[0] / max(totals[1], 1.0), seconds, int(totals[1]), comm
+    return totals[0] / max(totals[1], 1.0), seconds, int(totals[1]), split
 
 
 def _test_accuracy(engine, loader, group):
@@ -501,7 +502,9 @@ def _run(args, out, group):
             r["epochs"].append({"epoch": epoch, "train_loss": loss, "test_accuracy": acc,
                                 "seconds": seconds, "samples_per_s": samples / seconds})
             if comm is not None:
-                r["epochs"][-1].update(communication_s=comm, communication_share=comm / seconds)
+                r["epochs"][-1].update(communication_s=comm[0], wait_s=comm[1],
+                                       communication_share=comm[0] / seconds,
+                                       wait_share=comm[1] / seconds)
             total = sum(e["seconds"] for e in r["epochs"])
             print(f"{engine.name:>16} epoch {epoch:2d}: train loss {loss:.4f}  test accuracy "
                   f"{acc:.2%}  {seconds:6.2f} s  {samples / seconds:9,.0f} samples/s", file=out)
@@ -560,14 +563,18 @@ def _run(args, out, group):
 
 def _distributed_report(args, group, r):
     """The JSON's "distributed" block; the run's totals go into ``r`` as well."""
+    total = max(r["total_train_s"], 1e-12)
     comm = sum(e.get("communication_s", 0.0) for e in r["epochs"])
-    r.update(communication_s=comm, communication_share=comm / max(r["total_train_s"], 1e-12))
+    wait = sum(e.get("wait_s", 0.0) for e in r["epochs"])
+    r.update(communication_s=comm, communication_share=comm / total, wait_s=wait,
+             wait_share=wait / total)
     from mpi4py import MPI
     return {"world_size": group.size, "batch_per_rank": args.batch_size // group.size,
             "global_batch": args.batch_size,
             "sync_batchnorm": bool(args.sync_batchnorm and group.size > 1),
             "communication_s": comm, "communication_share": r["communication_share"],
-            "mpi": MPI.Get_library_version().splitlines()[0].strip(),
+            "wait_s": wait, "wait_share": r["wait_share"],
+            "mpi": MPI.Get_library_version().split("\x00")[0].splitlines()[0].strip(),
             "timeout_s": args.dist_timeout}
 
 
@@ -702,8 +709,9 @@ def _summary(args, dataset, r, compile_s):
         rows.insert(5, ("data parallel", f"{ranks} ranks x {args.batch_size // ranks} samples "
                         f"({'SyncBatchNorm, ' if args.sync_batchnorm and ranks > 1 else ''}"
                         f"communication {r['communication_s']:.2f} s, "
-                        f"{r['communication_share']:.1%} of training time; replicas bitwise "
-                        f"equal after every epoch)"))
+                        f"{r['communication_share']:.1%} of training time, waiting for the "
+                        f"other ranks {r['wait_share']:.1%}; replicas bitwise equal after "
+                        f"every epoch)"))
     outputs = (("model", args.save), ("checkpoint", args.checkpoint), ("JSON", args.json_path),
                ("plot", args.plot))
     files = [f"{path} ({what})" for what, path in outputs if path is not None]

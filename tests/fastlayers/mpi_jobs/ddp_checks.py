@@ -233,5 +233,12 @@ check_sampler_and_init_sync()
 check_no_sync_accumulates()
 stats = dist.communication_stats()
 assert stats["calls"] > 0 and stats["seconds"] > 0
+# the split of the collectives' time: the same communication figure on every rank
+group.start_recording()
+for _ in range(3):
+    dist.all_reduce(np.ones(1000, np.float32))
+comm, wait = group.split_time()
+both = dist.all_gather(np.array([comm, wait]))
+assert np.all(both[:, 0] == both[0, 0]) and np.all(both >= 0), both
 say("ok all", f"ranks={N}", f"collectives={stats['calls']}")
 sys.stdout.flush()
