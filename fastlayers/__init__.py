@@ -31,7 +31,7 @@ from fastlayers.linear import Flatten, Identity, Linear
 from fastlayers.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropy, CrossEntropyLoss, HuberLoss,
                              L1Loss, MSELoss, NLLLoss, SmoothL1Loss)
 from fastlayers.module import Module, Parameter, Sequential
-from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
+from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d, SyncBatchNorm
 from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, Nadam, Optimizer, RMSprop
 from fastlayers.pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 from fastlayers.random import get_rng_state, manual_seed, set_rng_state
@@ -115,6 +115,7 @@ __all__ = [
     "SiLU",
     "SimpleConv",
     "SmoothL1Loss",
+    "SyncBatchNorm",
     "Softmax",
     "Softplus",
     "Tanh",
@@ -126,11 +127,15 @@ __all__ = [
 
 
 def __getattr__(name):
-    """``from_torch`` and ``to_torch`` (fastlayers/torch_bridge.py), imported on first use: they
-    need PyTorch, which fastlayers itself does not."""
+    """``from_torch`` and ``to_torch`` (fastlayers/torch_bridge.py) and ``distributed``
+    (fastlayers/distributed.py), imported on first use: they need PyTorch and mpi4py, which
+    fastlayers itself does not."""
     if name in ("from_torch", "to_torch"):
         from fastlayers import torch_bridge
         return getattr(torch_bridge, name)
+    if name == "distributed":
+        import importlib
+        return importlib.import_module("fastlayers.distributed")
     raise AttributeError(f"module 'fastlayers' has no attribute {name!r}")
 
 

@@ -5,6 +5,10 @@ In training each forward call draws a fresh key from :func:`fastlayers.random.ne
 (Dropout) or each whole channel (Dropout2d) with probability 1 - p, scaling kept values by
 1 / (1 - p). In evaluation mode both are the identity. The backward reuses the forward's mask,
 stored as one byte per element (per channel for Dropout2d).
+
+The first dimension is the sample dimension: under data parallelism a mask element is drawn for
+the element's place in the global batch (:func:`fastlayers.random.sample_placement`), so each rank
+gets its own masks and all ranks together get the masks of one process running the global batch.
 """
 import math
 
@@ -23,6 +27,10 @@ class _DropoutBase(Module):
     def _rows(self, x):
         return x
 
+    def _per_sample(self, x):
+        """Mask decisions per sample (a sample is a slice of the first dimension)."""
+        return x.size // x.shape[0]
+
     def forward(self, x):
         owner = type(self).__name__
         x = _checks.float_array(x, "input", ndim=self._ndims, owner=owner)
@@ -30,7 +38,11 @@ class _DropoutBase(Module):
             self._cache = (x.shape, x.dtype, None)
             return x
         seed, counter = random.next_key()
-        y, mask = getattr(backend.ops(), self._fwd)(self._rows(x), self.p, seed, counter)
+        placed = ()
+        offset, stride = random.sample_placement()
+        if (offset, stride) != (0, 1) and x.ndim and x.size:
+            placed = (offset, stride, self._per_sample(x))
+        y, mask = getattr(backend.ops(), self._fwd)(self._rows(x), self.p, seed, counter, *placed)
         self._cache = (x.shape, x.dtype, mask)
         return y.reshape(x.shape)
 
@@ -80,3 +92,6 @@ class Dropout2d(_DropoutBase):
 
     def _rows(self, x):
         return x.reshape(x.shape[0] * x.shape[1], math.prod(x.shape[2:]))
+
+    def _per_sample(self, x):
+        return x.shape[1]

@@ -9,15 +9,17 @@ of its own. Results are those of the layers run one after the other, up to float
     Hardtanh, ReLU6, GELU, SiLU, ELU, Softplus).
     The bias and the activation are one pass after the GEMM; on the way back the activation's
     derivative and the bias gradient are one pass (kernels/linear.py).
-``NormActivation``: BatchNorm1d, BatchNorm2d or BatchNorm, then ReLU or LeakyReLU.
+``NormActivation``: BatchNorm1d, BatchNorm2d, BatchNorm or SyncBatchNorm, then ReLU or LeakyReLU.
     The activation is applied in the normalise pass and its derivative in the backward pass. Only
     activations of the form "z if z > 0 else s z" (kernels.batchnorm.FUSED_ACTS) fold into those
     passes; any other after a batch norm runs as a step of its own.
-``NormActivationPool``: BatchNorm2d using batch statistics (training), ReLU or LeakyReLU with a
-    slope >= 0, then MaxPool2d(2) (2x2, stride 2, no padding).
+``NormActivationPool``: BatchNorm2d or SyncBatchNorm using batch statistics (training), ReLU or
+    LeakyReLU with a slope >= 0, then MaxPool2d(2) (2x2, stride 2, no padding).
     The full-size activation is never written to memory (kernels/batchnorm_pool.py). The activation
     must be non-decreasing so that pooling its output picks the input that pooling before it would.
     With running statistics (eval) the batch norm and activation fuse and the pool runs on its own.
+    A SyncBatchNorm in training on several ranks runs the pass split where the ranks exchange
+    their statistics (kernels/batchnorm_pool.py), as in a ConvBlock (kernels/convbn.py).
 ``ConvBlock``: Conv2d whose input needs no gradient (``needs_input_grad`` False: a network's first
     layer, as the training engine sets it), stride 1, one group, a numeric padding (the same on
     both sides), at most ``CONV_BLOCK_MAX_TAPS`` input values under the kernel, followed by a
@@ -27,13 +29,25 @@ of its own. Results are those of the layers run one after the other, up to float
     backward gives no input gradient, hence the first layer only; the kernel's layout assumes
     stride 1.
 
+``BiasBeforeNorm``: a Linear (on (N, in_features) input) or Conv2d with a bias, right before a batch
+    norm (any of the above, SyncBatchNorm too) that normalises with batch statistics over the
+    layer's output channels.
+    The layer runs as itself, but its bias gets the gradient it has: exactly zero (the batch norm
+    subtracts the batch mean of every channel, so the bias cannot change its output), not the
+    rounding residue of a sum that cancels, about 1e-9, which Adam divides by its own square root
+    into steps of about lr in a random direction (PyTorch keeps that residue). So the bias stays
+    put, as the ConvBlock's bias does, and runs that round differently (1 or 2 threads, 1 or N
+    data-parallel ranks) keep the same bias.
+
 A fused step owns its validation and its cache, and reaches the layers it replaces only through
 their public attributes and methods; their own caches are left alone. A Sequential plans its steps
 at every forward (taking again the fused steps of the last one that still apply), and a forward
 that fails puts back the caches of the last good one.
 """
+import numpy as np
+
 from fastlayers import _checks, backend
-from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
+from fastlayers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d, SyncBatchNorm
 from fastlayers.conv import Conv2d
 from fastlayers.linear import Linear
 from fastlayers.module import Module
@@ -111,7 +125,8 @@ class NormActivation(FusedStep):
 
     @staticmethod
     def applies(norm, activation):
-        return (isinstance(norm, (BatchNorm1d, BatchNorm2d, BatchNorm))
+        # SyncBatchNorm's normalize runs its collective before the fused normalise pass
+        return (isinstance(norm, (BatchNorm1d, BatchNorm2d, BatchNorm, SyncBatchNorm))
                 and getattr(activation, "act", None) in FUSED_ACTS)
 
     def forward(self, x):
@@ -134,7 +149,8 @@ class NormActivationPool(FusedStep):
     @staticmethod
     def applies(norm, activation, pool):
         act = getattr(activation, "act", None)
-        return (isinstance(norm, BatchNorm2d) and norm.uses_batch_stats() and act in FUSED_ACTS
+        return (isinstance(norm, (BatchNorm2d, SyncBatchNorm)) and norm.uses_batch_stats()
+                and act in FUSED_ACTS
                 and negative_scale(*_norm_act(activation, "BatchNorm2d")) >= 0
                 and _pools_2x2(pool))
 
@@ -144,22 +160,41 @@ class NormActivationPool(FusedStep):
         x = norm.check_input(x)
         pool.check_shape(x.shape)
         norm.check_batch(x.shape)
-        factor, rm, rv = norm.count_batch(x.dtype)
+        ops = backend.ops()
         gamma, beta = norm.affine_arrays(x.dtype)
-        pooled, idx, mean, invstd = backend.ops().batchnorm_maxpool_train_forward(
-            x, gamma, beta, rm, rv, factor, norm.eps, act, slope)
-        self._cache = (x, pooled, idx, mean, invstd, act, slope)
+        total = None
+        if _synced(norm):
+            mean, m2 = ops.batchnorm_stats(x)
+            mean, invstd, total = norm.global_statistics(x.size // x.shape[1], mean, m2)
+            pooled, idx = ops.batchnorm_maxpool_apply_forward(x, gamma, beta, mean, invstd, act,
+                                                              slope)
+        else:
+            factor, rm, rv = norm.count_batch(x.dtype)
+            pooled, idx, mean, invstd = ops.batchnorm_maxpool_train_forward(
+                x, gamma, beta, rm, rv, factor, norm.eps, act, slope)
+        self._cache = (x, pooled, idx, mean, invstd, act, slope, total)
         return pooled
 
     def backward(self, grad_output):
         norm = self.parts[0]
-        x, pooled, idx, mean, invstd, act, slope = self._saved()
+        x, pooled, idx, mean, invstd, act, slope, total = self._saved()
         g = _check_grad(grad_output, x.dtype, pooled.shape, type(norm).__name__)
         gamma, _ = norm.affine_arrays(x.dtype)
         dgamma, dbeta = norm.affine_grads(gamma)
-        dx = backend.ops().batchnorm_maxpool_backward(g, idx, pooled, x, gamma, mean, invstd, act,
-                                                      slope, dgamma, dbeta, norm.needs_input_grad)
-        return dx
+        ops = backend.ops()
+        if total is None:
+            return ops.batchnorm_maxpool_backward(g, idx, pooled, x, gamma, mean, invstd, act,
+                                                  slope, dgamma, dbeta, norm.needs_input_grad)
+        sum_g, sum_gx = np.zeros(len(gamma)), np.zeros(len(gamma))
+        ops.batchnorm_maxpool_backward(g, idx, pooled, x, gamma, mean, invstd, act, slope, sum_gx,
+                                       sum_g, False)
+        dgamma += sum_gx.astype(dgamma.dtype)
+        dbeta += sum_g.astype(dbeta.dtype)
+        if not norm.needs_input_grad:
+            return None
+        sum_g, sum_gx = norm.global_sums(sum_g, sum_gx)
+        return ops.batchnorm_maxpool_input_grad(g, idx, pooled, x, gamma, mean, invstd, act, slope,
+                                                sum_g / total, sum_gx / total)
 
 
 class ConvBlock(FusedStep):
@@ -184,26 +219,86 @@ class ConvBlock(FusedStep):
         x, shape = conv.check_input(x)
         pool.check_shape(shape)
         norm.check_batch(shape)
-        factor, rm, rv = norm.count_batch(x.dtype)
+        ops = backend.ops()
         gamma, beta = norm.affine_arrays(x.dtype)
+        w = conv.weight.data
         b = conv.bias.data if conv.bias is not None else None
-        pooled, idx, mean, invstd, saved = backend.ops().conv_bn_maxpool_train_forward(
-            x, conv.weight.data, b, conv.padding, conv.dilation, gamma, beta, rm, rv, factor,
-            norm.eps, act, slope)
-        self._cache = (x.dtype, pooled, idx, mean, invstd, saved, act, slope)
+        total = None
+        if _synced(norm):
+            count, mean, m2, prepared = ops.conv_bn_maxpool_stats(x, w, b, conv.padding,
+                                                                  conv.dilation)
+            mean, invstd, total = norm.global_statistics(count, mean, m2)
+            pooled, idx, saved = ops.conv_bn_maxpool_apply_forward(prepared, w, b, gamma, beta,
+                                                                   mean, invstd, act, slope)
+        else:
+            factor, rm, rv = norm.count_batch(x.dtype)
+            pooled, idx, mean, invstd, saved = ops.conv_bn_maxpool_train_forward(
+                x, w, b, conv.padding, conv.dilation, gamma, beta, rm, rv, factor, norm.eps, act,
+                slope)
+        self._cache = (x.dtype, pooled, idx, mean, invstd, saved, act, slope, total)
         return pooled
 
     def backward(self, grad_output):
         conv, norm = self.parts[:2]
-        dtype, pooled, idx, mean, invstd, saved, act, slope = self._saved()
+        dtype, pooled, idx, mean, invstd, saved, act, slope, total = self._saved()
         g = _check_grad(grad_output, dtype, pooled.shape, "Conv2d")
         gamma, _ = norm.affine_arrays(dtype)
         dgamma, dbeta = norm.affine_grads(gamma)
-        db = conv.bias.grad_buffer() if conv.bias is not None else None
-        backend.ops().conv_bn_maxpool_backward(g, idx, pooled, saved, conv.weight.data, gamma,
-                                               mean, invstd, act, slope, conv.weight.grad_buffer(),
-                                               db, dgamma, dbeta)
+        db = conv.bias.grad_buffer() if conv.bias is not None else None   # its gradient is 0
+        ops = backend.ops()
+        w = conv.weight.data
+        if total is None:
+            ops.conv_bn_maxpool_backward(g, idx, pooled, saved, w, gamma, mean, invstd, act,
+                                         slope, conv.weight.grad_buffer(), db, dgamma, dbeta)
+            return None
+        b = conv.bias.data if conv.bias is not None else None
+        sum_g, sum_gx, partial = ops.conv_bn_maxpool_grad_sums(g, idx, pooled, saved, w, b, gamma,
+                                                               mean, invstd, act, slope)
+        dgamma += sum_gx.astype(dgamma.dtype)
+        dbeta += sum_g.astype(dbeta.dtype)
+        sum_g, sum_gx = norm.global_sums(sum_g, sum_gx)
+        ops.conv_bn_maxpool_sync_backward(g, idx, pooled, saved, partial, w, gamma, mean, invstd,
+                                          act, slope, sum_g / total, sum_gx / total,
+                                          conv.weight.grad_buffer())
         return None
+
+
+class BiasBeforeNorm(FusedStep):
+    """A Linear or Conv2d whose bias feeds a batch-statistics batch norm: the layer's own forward
+    and backward, and an exactly zero bias gradient (see the module's docstring)."""
+
+    @staticmethod
+    def applies(layer, norm):
+        if not isinstance(norm, (BatchNorm1d, BatchNorm2d, BatchNorm, SyncBatchNorm)) \
+                or not norm.uses_batch_stats() or getattr(layer, "bias", None) is None:
+            return False
+        if isinstance(layer, Linear):
+            return norm.num_features == layer.out_features
+        return isinstance(layer, Conv2d) and norm.num_features == layer.out_channels
+
+    def forward(self, x):
+        layer = self.parts[0]
+        # a Linear's bias is per channel of the norm only for (N, features) input
+        self._cache = isinstance(layer, Conv2d) or getattr(x, "ndim", 0) == 2
+        return layer(x)   # the layer keeps its own cache (nothing under no_grad)
+
+    def backward(self, grad_output):
+        layer = self.parts[0]
+        zero_bias = self._saved()
+        bias = layer.bias
+        kept = None if bias.grad is None or not zero_bias else bias.grad.copy()
+        grad_input = layer.backward(grad_output)
+        if zero_bias:
+            if kept is None:
+                bias.grad.fill(0)
+            else:
+                bias.grad[...] = kept
+        return grad_input
+
+
+def _synced(norm):
+    """Whether ``norm`` is a SyncBatchNorm that synchronises this forward over several ranks."""
+    return isinstance(norm, SyncBatchNorm) and norm.synced_group() is not None
 
 
 def _check_grad(grad_output, dtype, shape, owner):
@@ -241,6 +336,8 @@ def plan(modules, previous=()):
                 i += size
                 break
         else:
-            steps.append(modules[i])
+            m = modules[i]
+            after = modules[i + 1] if i + 1 < len(modules) else None
+            steps.append(BiasBeforeNorm(m) if BiasBeforeNorm.applies(m, after) else m)
             i += 1
     return steps

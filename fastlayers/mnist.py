@@ -11,6 +11,10 @@ Throughput is always samples per second of training time: the time inside the tr
 without data loading, evaluation or compilation.
 
 With no arguments it trains the 784-128-10 MLP on the embedded ``mnist-10k`` digits.
+
+``mpiexec -n N python -m mpi4py -m fastlayers.mnist --distributed ...`` trains data-parallel on N
+MPI ranks (``fastlayers.distributed``): ``--batch-size`` is the global batch, split evenly over the
+ranks; rank 0 alone prints and writes the JSON, plot, model and checkpoints. docs/distributed.md.
 """
 import argparse
 import datetime
@@ -146,7 +150,32 @@ def make_parser():
                         "terminal (the per-epoch lines on stdout are printed either way)")
     p.add_argument("--debug", action="store_true",
                    help="show the traceback of an error instead of a one-line message")
+    g = p.add_argument_group("data parallelism (mpiexec -n N python -m mpi4py -m "
+                             "fastlayers.mnist --distributed ...)")
+    g.add_argument("--distributed", action="store_true",
+                   help="train on the job's MPI ranks: --batch-size is the global batch, split "
+                        "evenly; rank 0 alone prints and writes files (needs "
+                        "pip install 'fastlayers[mpi]')")
+    g.add_argument("--sync-batchnorm", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --distributed: batch norm statistics over the global batch "
+                        "(SyncBatchNorm, default: the weights of one process with the same "
+                        "batch), or over each rank's own samples (--no-sync-batchnorm, PyTorch "
+                        "DDP's default)")
+    g.add_argument("--dist-timeout", type=POSITIVE_FLOAT, default=300.0, metavar="SECONDS",
+                   help="with --distributed: abort the job when a rank has waited this long for "
+                        "the others (default: 300)")
+    if _mpi_rank() not in (None, 0):    # one copy of a usage error, not one per rank
+        p.print_usage = lambda file=None: None
+        p.exit = lambda status=0, message=None: sys.exit(status)
     return p
+
+
+def _mpi_rank():
+    """This process's rank when an MPI launcher started it (from its environment), else None."""
+    for var in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return None
 
 
 def parse_args(argv=None):
@@ -174,7 +203,7 @@ def parse_args(argv=None):
     if args.deterministic and (args.blas_threads or 1) > 1:
         p.error("--deterministic keeps BLAS on one thread: leave --blas-threads out")
     if args.resume is not None:
-        if not os.path.isfile(args.resume):
+        if not os.path.isfile(args.resume) and _mpi_rank() in (None, 0):   # rank 0 reads it
             p.error(f"--resume {args.resume!r}: no such file")
         if args.compare_torch or args.compare_numpy:
             p.error("--resume continues one fastlayers run: it does not combine with --compare-*")
@@ -183,6 +212,8 @@ def parse_args(argv=None):
         problem = None if path is None else _output_problem(path)
         if problem:
             p.error(f"{option} {path!r}: {problem}")
+    if args.distributed:
+        _check_distributed(p, args)
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -194,6 +225,21 @@ def parse_args(argv=None):
         if import_torch() is None:
             p.error("--compare-torch needs PyTorch: pip install 'torch==2.13.0' (the CPU build)")
     return args
+
+
+def _check_distributed(p, args):
+    """The --distributed combinations that cannot run (mpi4py missing, a batch the ranks cannot
+    share evenly, comparisons)."""
+    if args.compare_torch or args.compare_numpy:
+        p.error("--distributed trains one fastlayers model: it does not combine with --compare-*")
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        p.error("--distributed needs mpi4py and an MPI library: pip install 'fastlayers[mpi]'")
+    ranks = MPI.COMM_WORLD.Get_size()
+    if args.batch_size % ranks:
+        p.error(f"--batch-size {args.batch_size} must be a multiple of the {ranks} ranks: the "
+                f"global batch is split evenly over them")
 
 
 def _is_terminal(stream):
@@ -224,17 +270,99 @@ def _make(args, dataset):
     fl.manual_seed(args.seed)
     model = build(args.model)
     loss_fn = fl.CrossEntropyLoss()
-    extra = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
-    optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr, **extra)
     flat = FLAT_INPUT[args.model]
     n, b = len(dataset.y_train), args.batch_size
     drop_last = n > b and n % b == 1 and _has_batch_norm(model)
-    train = DataLoader(dataset.x_train, dataset.y_train, batch_size=b, shuffle=True,
-                       drop_last=drop_last, flatten=flat)
-    test = DataLoader(dataset.x_test, dataset.y_test, batch_size=1000, flatten=flat)
+    if args.distributed:
+        model, train, test = _distribute(args, dataset, model, drop_last)
+    else:
+        train = DataLoader(dataset.x_train, dataset.y_train, batch_size=b, shuffle=True,
+                           drop_last=drop_last, flatten=flat)
+        test = DataLoader(dataset.x_test, dataset.y_test, batch_size=1000, flatten=flat)
+    extra = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
+    optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr, **extra)
     scheduler = make_scheduler(lr_scheduler, args.lr_schedule, optimizer, args.lr,
                                args.epochs * len(train))
     return model, loss_fn, optimizer, train, test, scheduler
+
+
+def _distribute(args, dataset, model, drop_last):
+    """The data-parallel model and this rank's loaders: its share of every global batch (the
+    single process's batch order, DistributedSampler with the shared generator), its strided
+    share of the test set. Batch norms become SyncBatchNorm with --sync-batchnorm on more than
+    one rank; without it, a one-sample last batch of a rank is dropped as a process drops its
+    own."""
+    import fastlayers as fl
+    import fastlayers.distributed as dist
+    from fastlayers.data import DataLoader
+    from fastlayers.models import FLAT_INPUT
+
+    ranks, rank = dist.get_world_size(), dist.get_rank()
+    local = args.batch_size // ranks
+    next(iter(model)).needs_input_grad = False   # the images (the Engine cannot see past DDP)
+    sampler = dist.DistributedSampler(len(dataset.y_train), seed=None)
+    if ranks > 1 and args.sync_batchnorm:
+        model = fl.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif ranks > 1:
+        n = len(sampler)
+        drop_last = n > local and n % local == 1 and _has_batch_norm(model)
+    flat = FLAT_INPUT[args.model]
+    train = DataLoader(dataset.x_train, dataset.y_train, batch_size=local, drop_last=drop_last,
+                       flatten=flat, sampler=sampler)
+    test = DataLoader(dataset.x_test[rank::ranks], dataset.y_test[rank::ranks], batch_size=1000,
+                      flatten=flat)
+    return dist.DistributedDataParallel(model, gradient_as_bucket_view=True), train, test
+
+
+def _init_distributed(args):
+    """Start the default process group; the kernels' threads default to this machine's CPUs
+    shared among its ranks. Returns the group."""
+    import numba
+    from mpi4py import MPI
+
+    import fastlayers.distributed as dist
+    group = dist.init(timeout=args.dist_timeout)
+    if args.threads is None:
+        here = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED)
+        args.threads = max(1, min(numba.config.NUMBA_NUM_THREADS,
+                                  (os.cpu_count() or 1) // here.Get_size()))
+        here.Free()
+    return group
+
+
+class _Discard:
+    """Where the report of a rank other than 0 goes."""
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def _train_epoch(engine, loader, bar, group):
+    """run_epoch, and with ``group`` the global figures: (mean loss over every rank's samples,
+    this rank's seconds, the samples of all ranks, (seconds of communication, seconds waiting for
+    other ranks) in this rank's collectives, or None; ProcessGroup.split_time)."""
+    from fastlayers.train import run_epoch
+    if group is None:
+        return run_epoch(engine, loader, bar) + (None,)
+    group.start_recording()
+    loss, seconds, samples = run_epoch(engine, loader, bar)
+    split = group.split_time()
+    totals = group.allreduce_(np.array([loss * samples, samples], np.float64))
+    return totals[0] / max(totals[1], 1.0), seconds, int(totals[1]), split
+
+
+def _test_accuracy(engine, loader, group):
+    """accuracy(), over every rank's share of the test set with ``group`` (rank 0's buffers)."""
+    from fastlayers.train import accuracy
+    if group is None:
+        return accuracy(engine, loader)
+    import fastlayers.distributed as dist
+    dist.broadcast_buffers(engine.model.module)   # --no-sync-batchnorm: rank 0's statistics
+    counts = np.array([accuracy(engine, loader) * loader.num_samples, loader.num_samples])
+    group.allreduce_(counts)
+    return float(np.rint(counts[0]) / max(counts[1], 1.0))
 
 
 def _batch_sizes(loader):
@@ -266,6 +394,13 @@ def _warm_up(args, dataset):
     return time.perf_counter() - t0
 
 
+def _world_size():
+    """The ranks of the default process group of fastlayers.distributed (1 without one)."""
+    from fastlayers import _process_group
+    group = _process_group.get_default()
+    return 1 if group is None else group.size
+
+
 def _environment(args):
     import numba
 
@@ -273,7 +408,8 @@ def _environment(args):
     env = {"python": platform.python_version(), "numpy": np.__version__,
            "numba": numba.__version__, "fastlayers": fl.__version__, "machine": platform.machine(),
            "cpus": os.cpu_count(), "threads": fl.get_num_threads(),
-           "blas_threads": fl.get_blas_threads(), "backend": args.backend}
+           "blas_threads": fl.get_blas_threads(), "backend": args.backend,
+           "world_size": _world_size()}
     if args.compare_torch:
         import torch
         env.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
@@ -285,11 +421,31 @@ def run(args, out=None):
     return the results as a dict."""
     out = sys.stdout if out is None else out
     import fastlayers as fl
-    from fastlayers import random
-    from fastlayers.data import DatasetError, load_dataset
-    from fastlayers.train import Engine, accuracy, run_epoch
 
     fl.use_deterministic_algorithms(args.deterministic)
+    group = _init_distributed(args) if args.distributed else None
+    if group is None:
+        return _run(args, out, group)
+    import fastlayers.distributed as dist
+    try:
+        report = _run(args, out, group)
+    except BaseException:
+        if group.size == 1:   # with more ranks main() ends the job (the group is still needed)
+            dist.destroy_process_group()
+        raise
+    dist.destroy_process_group()
+    return report
+
+
+def _run(args, out, group):
+    import fastlayers as fl
+    from fastlayers import random
+    from fastlayers.data import DatasetError, load_dataset
+    from fastlayers.train import Engine
+
+    lead = group is None or group.rank == 0   # prints and writes the files
+    if not lead:
+        out, args.progress = _Discard(), False
     fl.set_num_threads(args.threads, args.blas_threads)
     fl.set_backend(args.backend)
     if args.compare_torch:
@@ -297,7 +453,11 @@ def run(args, out=None):
         torch.set_num_threads(fl.get_num_threads())
         from fastlayers.torch_bridge import TorchEngine
 
+    if group is not None and not lead:
+        group.barrier()   # rank 0 downloads the files, if it must, before the others read them
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+    if group is not None and lead:
+        group.barrier()
     print(f"dataset {dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_test)} test images "
           f"({dataset.source})", file=out)
     if not len(dataset.y_train) or not len(dataset.y_test):
@@ -306,6 +466,7 @@ def run(args, out=None):
     print(f"compile/load kernels: {compile_s:.2f} s (not counted in training time)", file=out)
 
     model, loss_fn, optimizer, train, test, scheduler = _make(args, dataset)
+    net = model.module if group is not None else model   # what is saved and resumed
     if train.drop_last:
         print(f"note: each epoch drops its last training batch, one image "
               f"({train.num_samples} % {train.batch_size} == 1): batch norm cannot train on a "
@@ -324,7 +485,7 @@ def run(args, out=None):
     results = {e.name: {"epochs": [], "time_to_target_s": None} for e, _, _ in runs}
     first = 1
     if args.resume is not None:
-        first = _resume(args, model, optimizer, scheduler, results["fastlayers"], out)
+        first = _resume(args, net, optimizer, scheduler, results["fastlayers"], out)
     done = set()
     for epoch in range(first, args.epochs + 1):
         # Every framework's epoch starts from the same random state (same shuffle); afterwards the
@@ -338,13 +499,17 @@ def run(args, out=None):
             n, b = loader.num_samples, loader.batch_size
             bar = _progress_bar(f"{engine.name} epoch {epoch}/{args.epochs}",
                                 n - n % b if loader.drop_last else n) if args.progress else None
-            loss, seconds, samples = run_epoch(engine, loader, bar)
+            loss, seconds, samples, comm = _train_epoch(engine, loader, bar, group)
             if bar is not None:
                 bar.close()
-            acc = accuracy(engine, test_loader)
+            acc = _test_accuracy(engine, test_loader, group)
             r = results[engine.name]
             r["epochs"].append({"epoch": epoch, "train_loss": loss, "test_accuracy": acc,
                                 "seconds": seconds, "samples_per_s": samples / seconds})
+            if comm is not None:
+                r["epochs"][-1].update(communication_s=comm[0], wait_s=comm[1],
+                                       communication_share=comm[0] / seconds,
+                                       wait_share=comm[1] / seconds)
             total = sum(e["seconds"] for e in r["epochs"])
             print(f"{engine.name:>16} epoch {epoch:2d}: train loss {loss:.4f}  test accuracy "
                   f"{acc:.2%}  {seconds:6.2f} s  {samples / seconds:9,.0f} samples/s", file=out)
@@ -357,12 +522,22 @@ def run(args, out=None):
                 done.add(engine.name)
         if after is not None:
             random.set_state(after)
-        if args.checkpoint is not None:
-            _save_checkpoint(args, epoch, model, optimizer, scheduler, results["fastlayers"])
+        if group is not None:
+            import fastlayers.distributed as dist
+            dist.check_replicas(net)   # RuntimeError on every rank if they drifted apart
+        if args.checkpoint is not None and lead:
+            _save_checkpoint(args, epoch, net, optimizer, scheduler, results["fastlayers"])
         if len(done) == len(runs):
             break
-    if args.save is not None:
-        fl.save(model.state_dict(), args.save)
+    replicas = None
+    if group is not None:   # every rank's digest of its parameters and buffers, for the record
+        import fastlayers.distributed as dist
+        replicas = [bytes(d).hex() for d in group.allgather(
+            np.frombuffer(bytes.fromhex(dist.replica_hash(net)), np.uint8).copy())]
+        if len(set(replicas)) != 1:
+            raise RuntimeError(f"the replicas differ after training: {replicas}")
+    if args.save is not None and lead:
+        fl.save(net.state_dict(), args.save)
 
     for name, r in results.items():
         secs = [e["seconds"] for e in r["epochs"]]
@@ -375,17 +550,37 @@ def run(args, out=None):
     report = {"schema_version": SCHEMA_VERSION, "timestamp": _utc_timestamp(),
               "git": _git_state(), "config": dict(vars(args)),
               "environment": _environment(args), "compile_s": compile_s, "results": results}
+    if group is not None:
+        report["distributed"] = _distributed_report(args, group, results["fastlayers"])
+        report["distributed"]["replica_sha256"] = replicas
     print(_summary(args, dataset, results["fastlayers"], compile_s), file=out)
     if len(runs) > 1:
         ours = results["fastlayers"]["median_epoch_s"]
         for name, r in results.items():
             r["fastlayers_time_ratio"] = ours / r["median_epoch_s"]
         print(_table(results), file=out)
-    if args.json_path is not None:
+    if args.json_path is not None and lead:
         _write_json(args.json_path, report)
-    if args.plot is not None:
+    if args.plot is not None and lead:
         _plot(args.plot, results, args, dataset)
     return report
+
+
+def _distributed_report(args, group, r):
+    """The JSON's "distributed" block; the run's totals go into ``r`` as well."""
+    total = max(r["total_train_s"], 1e-12)
+    comm = sum(e.get("communication_s", 0.0) for e in r["epochs"])
+    wait = sum(e.get("wait_s", 0.0) for e in r["epochs"])
+    r.update(communication_s=comm, communication_share=comm / total, wait_s=wait,
+             wait_share=wait / total)
+    from mpi4py import MPI
+    return {"world_size": group.size, "batch_per_rank": args.batch_size // group.size,
+            "global_batch": args.batch_size,
+            "sync_batchnorm": bool(args.sync_batchnorm and group.size > 1),
+            "communication_s": comm, "communication_share": r["communication_share"],
+            "wait_s": wait, "wait_share": r["wait_share"],
+            "mpi": MPI.Get_library_version().split("\x00")[0].splitlines()[0].strip(),
+            "timeout_s": args.dist_timeout}
 
 
 # The settings a checkpoint must share with the run that resumes it.
@@ -399,6 +594,7 @@ def _save_checkpoint(args, epoch, model, optimizer, scheduler, fastlayers_result
     import fastlayers as fl
     fl.save({"kind": "fastlayers-mnist checkpoint", "epoch": epoch,
              "config": {k: getattr(args, k) for k in _RESUME_KEYS + ("epochs",)},
+             "world_size": _world_size(),
              "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": None if scheduler is None else scheduler.state_dict(),
              "rng": fl.get_rng_state(), "results": fastlayers_results}, args.checkpoint)
@@ -408,7 +604,7 @@ def _resume(args, model, optimizer, scheduler, fastlayers_results, out):
     """Load ``args.resume`` into the run; returns the first epoch still to train. Raises for a file
     that is not a checkpoint of a run with these settings."""
     import fastlayers as fl
-    ckpt = fl.load(args.resume)
+    ckpt = _read_checkpoint(args.resume)
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "fastlayers-mnist checkpoint":
         raise ValueError(f"--resume {args.resume}: not a checkpoint written by --checkpoint")
     saved = ckpt["config"]
@@ -425,12 +621,36 @@ def _resume(args, model, optimizer, scheduler, fastlayers_results, out):
         scheduler.load_state_dict(ckpt["scheduler"])
     fl.set_rng_state(ckpt["rng"])
     fastlayers_results.update(ckpt["results"])
-    print(f"resumed from {args.resume} after epoch {ckpt['epoch']}", file=out)
+    ranks = ckpt.get("world_size", 1)
+    note = "" if ranks == _world_size() else f" (written by {ranks} rank{'s' * (ranks > 1)})"
+    print(f"resumed from {args.resume} after epoch {ckpt['epoch']}{note}", file=out)
     return int(ckpt["epoch"]) + 1
 
 
+def _read_checkpoint(path):
+    """``fl.load(path)``; with a process group, rank 0 reads the file and sends it to the others
+    (no file system shared by the ranks is needed)."""
+    import fastlayers as fl
+    from fastlayers import _process_group
+    group = _process_group.get_default()
+    if group is None or group.size == 1:
+        return fl.load(path)
+    ckpt, error = None, None
+    if group.rank == 0:
+        try:
+            ckpt = fl.load(path)
+        except (OSError, ValueError, TypeError) as e:
+            error = e
+    ckpt, error = group.broadcast_object((ckpt, error))
+    if error is not None:
+        raise error
+    return ckpt
+
+
 # 1: the unversioned reports before schema_version; 2 adds schema_version, timestamp, git and the
-# runs' samples_per_s, best_test_accuracy and best_epoch.
+# runs' samples_per_s, best_test_accuracy and best_epoch. Keys added since, which readers of 2 may
+# ignore: environment.world_size; with --distributed, the "distributed" block and the runs' (and
+# their epochs') communication_s and communication_share.
 SCHEMA_VERSION = 2
 
 
@@ -489,6 +709,14 @@ def _summary(args, dataset, r, compile_s):
         ("time to target", target),
         ("compile/load", f"{compile_s:.2f} s (not in training time)"),
     ]
+    if "communication_share" in r:
+        ranks = _world_size()
+        rows.insert(5, ("data parallel", f"{ranks} ranks x {args.batch_size // ranks} samples "
+                        f"({'SyncBatchNorm, ' if args.sync_batchnorm and ranks > 1 else ''}"
+                        f"communication {r['communication_s']:.2f} s, "
+                        f"{r['communication_share']:.1%} of training time, waiting for the "
+                        f"other ranks {r['wait_share']:.1%}; replicas bitwise equal after "
+                        f"every epoch)"))
     outputs = (("model", args.save), ("checkpoint", args.checkpoint), ("JSON", args.json_path),
                ("plot", args.plot))
     files = [f"{path} ({what})" for what, path in outputs if path is not None]
@@ -552,14 +780,30 @@ def main(argv=None):
         if args.debug:
             raise
         message = " ".join(str(e).split()) or type(e).__name__  # one line, even for many mirrors
-        print(f"fastlayers-mnist: error: {message}", file=sys.stderr)
-        return 2
+        print(f"fastlayers-mnist: error{_rank_text()}: {message}", file=sys.stderr)
+        return _end_job(2)
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("fastlayers-mnist: interrupted", file=sys.stderr)
-        return 130
+        print(f"fastlayers-mnist: interrupted{_rank_text()}", file=sys.stderr)
+        return _end_job(130)
     return 0
+
+
+def _rank_text():
+    from fastlayers import _process_group
+    group = _process_group.get_default()
+    return "" if group is None or group.size == 1 else f" (rank {group.rank} of {group.size})"
+
+
+def _end_job(status):
+    """``status``; with a process group of several ranks the whole job ends here (MPI_Abort):
+    the other ranks would wait for this one forever."""
+    if _world_size() > 1:
+        import fastlayers.distributed as dist
+        sys.stderr.flush()
+        dist.abort(status)
+    return status
 
 
 if __name__ == "__main__":

@@ -14,12 +14,23 @@ layers: after an epoch the mlp's weights differ by about 3e-7, the mlp-bn model'
 the default guarantees one result per thread count. Nothing is guaranteed across CPU models or
 OpenBLAS versions (BLAS picks kernels and block sizes per CPU), between the ``numba`` and ``numpy``
 backends, or after BLAS's threads are changed outside fastlayers. See ``fastlayers/runtime.py``.
+
+Data-parallel training (``fastlayers.distributed``) keeps one seed for every rank: the generator
+draws the same initial weights and the same global batch order on each, and a dropout mask element
+is a hash of (seed, mask counter, the element's index *in the global batch*). ``init()`` sets this
+process's :func:`sample_placement` (sample t of a rank's batch is sample rank + t * world_size of
+the global batch, as ``DistributedSampler`` shards it), so the ranks' masks differ from one another
+and are, together, the mask one process draws for the whole global batch: reproducible, and the
+same on any number of ranks.
 """
 from collections.abc import Mapping
 
 import numpy as np
 
 _state = {"seed": 0, "rng": np.random.default_rng(0), "counter": 0}
+# Where this process's samples sit in the global batch: (offset, stride). Not random state (a
+# checkpoint does not carry it): it belongs to the process's place among the ranks.
+_placement = [0, 1]
 
 
 def manual_seed(seed):
@@ -93,3 +104,21 @@ def get_counter():
 
 def set_counter(counter):
     _state["counter"] = counter
+
+
+def sample_placement():
+    """(offset, stride): sample t of this process's batches is sample offset + stride * t of the
+    global batch that dropout masks are drawn for. (0, 1) in a single process; (rank, world_size)
+    once ``fastlayers.distributed.init()`` has run."""
+    return _placement[0], _placement[1]
+
+
+def set_sample_placement(offset, stride):
+    """Set :func:`sample_placement` (``fastlayers.distributed`` does this); 0 <= offset < stride."""
+    for name, v in (("offset", offset), ("stride", stride)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"set_sample_placement: {name} must be an integer, got {v!r}")
+    if not 0 <= offset < stride:
+        raise ValueError(f"set_sample_placement: need 0 <= offset < stride, got offset {offset}, "
+                         f"stride {stride}")
+    _placement[:] = [int(offset), int(stride)]

@@ -27,6 +27,13 @@ cancel). The float64 mean is split into hi + lo in x's dtype and x - mean is com
 (x - hi) - lo: x - hi is exact for x near the mean, so float32 data with mean 1e4 and spread 1e-2
 normalises to float32 accuracy, not to the 1e-3 ulp of 1e4.
 
+Synchronised batch norm (fastlayers' SyncBatchNorm, statistics over the ranks' global batch) runs
+the same passes split where the ranks exchange sums: batchnorm_stats (a channel's local mean and
+sum of squared deviations, from the same shifted sums), then, with the global statistics,
+batchnorm_apply_forward (the normalise pass); back, batchnorm_grad_sums (sum(g') and
+sum(g' xhat), float64), then, with the global sums divided by the global count,
+batchnorm_input_grad (dx = gamma invstd (g' - mean_g - xhat mean_gx)).
+
 BatchNorm2d + activation + 2x2 max pooling, fused, is in kernels/batchnorm_pool.py.
 
 Layout: (N, C, S) planes are contiguous, so a thread owns channel c and walks its N planes. (N, C)
@@ -130,6 +137,48 @@ def batchnorm_backward_np(grad, x, y, gamma, mean, invstd, act, slope, batch_sta
     a = (sum_g / m).astype(x.dtype).reshape(shape)
     b = (sum_gx / m).astype(x.dtype).reshape(shape)
     return (g - a - xhat * b) * k
+
+
+def _act_grad_np(grad, y, act, slope):
+    """g' = grad * act'(y)."""
+    dt = grad.dtype.type
+    s = negative_scale(act, slope)
+    if s == 0:
+        return np.where(y <= 0, dt(0), grad)
+    return grad if s == 1.0 else np.where(y > 0, grad, grad * dt(s))
+
+
+def _xhat_np(x, mean, invstd):
+    _, shape = _channels(x)
+    hi, lo = _split(mean, x.dtype)
+    return ((x - hi.reshape(shape)) - lo.reshape(shape)) * invstd.astype(x.dtype).reshape(shape)
+
+
+def batchnorm_stats_np(x):
+    axes, shape = _channels(x)
+    mean = x.mean(axis=axes, dtype=np.float64)
+    d = x.astype(np.float64) - mean.reshape(shape)
+    return mean, (d * d).sum(axis=axes)
+
+
+def batchnorm_apply_forward_np(x, gamma, beta, mean, invstd, act, slope):
+    return _affine_act_np(x, mean, invstd, gamma, beta, negative_scale(act, slope))
+
+
+def batchnorm_grad_sums_np(grad, x, y, mean, invstd, act, slope):
+    axes, _ = _channels(x)
+    g = _act_grad_np(grad, y, act, slope)
+    return g.sum(axis=axes, dtype=np.float64), (g * _xhat_np(x, mean, invstd)).sum(
+        axis=axes, dtype=np.float64)
+
+
+def batchnorm_input_grad_np(grad, x, y, gamma, mean, invstd, act, slope, mean_g, mean_gx):
+    _, shape = _channels(x)
+    g = _act_grad_np(grad, y, act, slope)
+    k = (gamma * invstd).astype(x.dtype).reshape(shape)
+    a = mean_g.astype(x.dtype).reshape(shape)
+    b = mean_gx.astype(x.dtype).reshape(shape)
+    return (g - a - _xhat_np(x, mean, invstd) * b) * k
 
 
 # ---------------------------------------------------------------------------------------- Numba kernels
@@ -312,6 +361,76 @@ def _backward_rows(grad, x, y, gamma, mean, invstd, s, batch_stats, need_dx, dga
                     out[j] = k0[j] * (gj - ca[j] - ((xr[j] - hi[j]) - lo[j]) * inv[j] * cc[j])
 
 
+@compiled(parallel_min=PAR_MIN)
+def _stats_planes(x, mean, m2):
+    # x: (N, C, S). Thread owns channel c: mean[c], m2[c] (sum of squared deviations), from the
+    # sums shifted by the channel's first value (as _train_planes).
+    ns = x.shape[2]
+    m = x.size // x.shape[1]
+    for c in prange(x.shape[1]):
+        sh = np.float64(x[0, c, 0])
+        a1 = np.empty(min(ns, _loops.SPAN), np.float64)
+        a2 = np.empty(min(ns, _loops.SPAN), np.float64)
+        s1, s2 = _loops.plane_sums(x, c, sh, a1, a2)
+        mean[c] = sh + s1 / m
+        m2[c] = max(s2 - s1 * (s1 / m), 0.0)
+
+
+@compiled(parallel_min=PAR_MIN)
+def _stats_rows(x, mean, m2, width):
+    # x: (N, C). Thread owns channel block cb: columns j0:j1 of mean and m2; rows walked in order
+    # with the block's own accumulators (as _train_rows).
+    n, nc = x.shape
+    for cb in prange((nc + width - 1) // width):
+        j0 = cb * width
+        j1 = min(nc, j0 + width)
+        w = j1 - j0
+        sh = x[0, j0:j1].astype(np.float64)
+        a1 = np.zeros(w, np.float64)
+        a2 = np.zeros(w, np.float64)
+        for i in range(n):
+            row = x[i, j0:j1]
+            for j in range(w):
+                d = np.float64(row[j]) - sh[j]
+                a1[j] += d
+                a2[j] += d * d
+        for j in range(w):
+            mean[j0 + j] = sh[j] + a1[j] / n
+            m2[j0 + j] = max(a2[j] - a1[j] * (a1[j] / n), 0.0)
+
+
+@compiled(parallel_min=PAR_MIN)
+def _input_grad_planes(grad, x, y, gamma, mean, invstd, s, mean_g, mean_gx, dx):
+    # grad, x, y, dx: (N, C, S). Thread owns channel c: dx[:, c].
+    n, nc, _ = x.shape
+    dt = x.dtype.type
+    neg = dt(s)
+    for c in prange(nc):
+        hi, lo, _ = _loops.channel_affine(x, c, mean, invstd, gamma)
+        k0 = dt(gamma[c] * invstd[c])
+        ca = dt(mean_g[c])
+        cb = dt(mean_gx[c])
+        inv = dt(invstd[c])
+        for i in range(n):
+            _input_grad(grad[i, c], y[i, c], x[i, c], dx[i, c], hi, lo, inv, k0, ca, cb, neg)
+
+
+@compiled(parallel_min=PAR_MIN)
+def _input_grad_rows(grad, x, y, hi, lo, inv, k0, ca, cb, s, dx):
+    # grad, x, y, dx: (N, C); the per-channel constants (C,) in x's dtype. Thread owns row i of dx.
+    neg = x.dtype.type(s)
+    for i in prange(x.shape[0]):
+        _input_grad_row(grad[i], y[i], x[i], dx[i], hi, lo, inv, k0, ca, cb, neg)
+
+
+@njit(**OPTIONS)
+def _input_grad_row(g, y, p, o, hi, lo, inv, k0, ca, cb, s):
+    # One row of _input_grad_rows: o = k0 * (g' - ca - xhat * cb), a constant per column.
+    for j in range(g.size):
+        gj = _vmath.leaky_grad(g[j], y[j], s)
+        o[j] = k0[j] * (gj - ca[j] - ((p[j] - hi[j]) - lo[j]) * inv[j] * cb[j])
+
+
 # ------------------------------------------------------------------------------ public entry points
 
 def planes(a):
@@ -342,6 +461,11 @@ def batchnorm_train_forward(x, gamma, beta, running_mean, running_var, momentum,
 def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps, act, slope):
     mean = running_mean.astype(np.float64)
     invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+    return batchnorm_apply_forward(x, gamma, beta, mean, invstd, act, slope), mean, invstd
+
+
+def batchnorm_apply_forward(x, gamma, beta, mean, invstd, act, slope):
+    """act(gamma (x - mean) invstd + beta) with given float64 statistics (C,)."""
     y = np.empty_like(x)
     s = negative_scale(act, slope)
     if x.ndim == 2:
@@ -350,7 +474,46 @@ def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps, act, 
         _eval_rows(x, y, hi, lo, a, beta, s)
     else:
         _eval_planes(planes(x), planes(y), gamma, beta, mean, invstd, s)
-    return y, mean, invstd
+    return y
+
+
+def batchnorm_stats(x):
+    """Per channel of this batch: (mean, sum of squared deviations from it), float64 (C,)."""
+    nc = x.shape[1]
+    mean = np.empty(nc, np.float64)
+    m2 = np.empty(nc, np.float64)
+    if x.ndim == 2:
+        _stats_rows(x, mean, m2, _width(_stats_rows, x))
+    else:
+        _stats_planes(planes(x), mean, m2)
+    return mean, m2
+
+
+def batchnorm_grad_sums(grad, x, y, mean, invstd, act, slope):
+    """Per channel: (sum(g'), sum(g' xhat)) in float64, g' = grad * act'(y)."""
+    gamma = np.ones(x.shape[1], x.dtype)   # not read without the input gradient
+    sum_gx = np.zeros(x.shape[1], np.float64)
+    sum_g = np.zeros(x.shape[1], np.float64)
+    batchnorm_backward(grad, x, y, gamma, mean, invstd, act, slope, True, sum_gx, sum_g, False)
+    return sum_g, sum_gx
+
+
+def batchnorm_input_grad(grad, x, y, gamma, mean, invstd, act, slope, mean_g, mean_gx):
+    """dx = gamma invstd (g' - mean_g - xhat mean_gx), the batch-statistics input gradient with
+    the channel means of g' and g' xhat given (float64 (C,), over the global batch)."""
+    s = negative_scale(act, slope)
+    if s == 1.0:
+        y = x  # as batchnorm_backward: act'(y) is 1 whatever y is
+    dx = np.empty_like(x)
+    if x.ndim == 2:
+        dt = x.dtype
+        hi, lo = _split(mean, dt)
+        _input_grad_rows(grad, x, y, hi, lo, invstd.astype(dt), (gamma * invstd).astype(dt),
+                         mean_g.astype(dt), mean_gx.astype(dt), s, dx)
+    else:
+        _input_grad_planes(planes(grad), planes(x), planes(y), gamma, mean, invstd, s, mean_g,
+                           mean_gx, planes(dx))
+    return dx
 
 
 def batchnorm_backward(grad, x, y, gamma, mean, invstd, act, slope, batch_stats, dgamma, dbeta,
@@ -372,3 +535,7 @@ def batchnorm_backward(grad, x, y, gamma, mean, invstd, act, slope, batch_stats,
 register("batchnorm_train_forward", batchnorm_train_forward, batchnorm_train_forward_np)
 register("batchnorm_eval_forward", batchnorm_eval_forward, batchnorm_eval_forward_np)
 register("batchnorm_backward", batchnorm_backward, batchnorm_backward_np)
+register("batchnorm_apply_forward", batchnorm_apply_forward, batchnorm_apply_forward_np)
+register("batchnorm_stats", batchnorm_stats, batchnorm_stats_np)
+register("batchnorm_grad_sums", batchnorm_grad_sums, batchnorm_grad_sums_np)
+register("batchnorm_input_grad", batchnorm_input_grad, batchnorm_input_grad_np)

@@ -33,6 +33,21 @@ the convolution's weight gradient (dw_o = sum dz p) reduce to
                        no gradient; PyTorch's is 0 up to rounding)
 The full-size gradient of z is never formed.
 
+Synchronised batch norm (SyncBatchNorm, statistics over the ranks' global batch) splits the block
+where the ranks exchange sums. Forward: conv_bn_maxpool_stats gives each output channel's local
+count, mean and sum of squared deviations (from the moments pass, as above); with the global mean
+and invstd, conv_bn_maxpool_apply_forward folds them into the weights,
+    c4_o = beta_o + a_o (w_o . shift + b_o - mean_o)        (= beta_o - a_o w_o . mu for one rank)
+and runs the same pass. Backward: conv_bn_maxpool_grad_sums gives the local sg_o and
+sgx_o = invstd_o (w_o . sgp_o - sg_o w_o . mu) (sgp uncentred; w_o . mu = mean_o - b_o - w_o . shift
+needs only the global mean); with the global sums, conv_bn_maxpool_sync_backward adds this rank's
+share of the weight gradient, dz summed over its own positions only:
+    dw_o += a_o (sgp_o - mean_g_o P - mean_gx_o invstd_o (S w_o - P w_o . mu)) + shift sum(dz_o)
+P = sum p and S = sum p p^T over the rank's positions (the moments pass's totals),
+mean_g = sum g' / M and mean_gx = sum g' xhat / M over the global batch; the last term undoes the
+rank's own shift of p, as a rank's dz do not sum to zero (all ranks' do). For one rank this is the
+formula above (P = M mu, S - P mu^T = M Cov, sum dz = 0).
+
 Layout: the input is split into its four phases (even/odd rows x even/odd columns of the padded
 plane, each on a grid Wq = ceil(Wp / 2) wide). Output pixel (2 i + a, 2 j + b), the (a, b) member
 of pooling window (i, j), reads tap (ky, kx) from phase ((a + ky dh) % 2, (b + kx dw) % 2) at
@@ -57,8 +72,11 @@ from numba import njit, prange
 
 from kernels import _loops, _vmath
 from kernels._registry import OPTIONS, compiled, register
-from kernels.batchnorm import _update_running_np, negative_scale
-from kernels.batchnorm_pool import batchnorm_maxpool_backward_np, batchnorm_maxpool_train_forward_np
+from kernels.batchnorm import (_update_running_np, batchnorm_grad_sums_np, batchnorm_stats_np,
+                               negative_scale)
+from kernels.batchnorm_pool import (_dense_np, batchnorm_maxpool_apply_forward_np,
+                                    batchnorm_maxpool_backward_np, batchnorm_maxpool_input_grad_np,
+                                    batchnorm_maxpool_train_forward_np)
 from kernels.conv import conv2d_backward_weight_np, conv2d_forward_np
 
 # The moments pass sums this many samples into each partial sum, whatever the thread count, so
@@ -84,6 +102,33 @@ def conv_bn_maxpool_backward_np(grad, idx, pooled, saved, w, gamma, mean, invstd
     dz = batchnorm_maxpool_backward_np(grad, idx, pooled, z, gamma, mean, invstd, act, slope,
                                        dgamma, dbeta, True)
     conv2d_backward_weight_np(dz, x, (1, 1), padding, dilation, dw, db)
+
+
+def conv_bn_maxpool_stats_np(x, w, b, padding, dilation):
+    z = conv2d_forward_np(x, w, b, (1, 1), padding, dilation)
+    mean, m2 = batchnorm_stats_np(z)
+    return z.size // z.shape[1], mean, m2, (x, z, padding, dilation)
+
+
+def conv_bn_maxpool_apply_forward_np(prepared, w, b, gamma, beta, mean, invstd, act, slope):
+    pooled, idx = batchnorm_maxpool_apply_forward_np(prepared[1], gamma, beta, mean, invstd, act,
+                                                     slope)
+    return pooled, idx, prepared
+
+
+def conv_bn_maxpool_grad_sums_np(grad, idx, pooled, saved, w, b, gamma, mean, invstd, act, slope):
+    z = saved[1]
+    dense_grad, dense_y = _dense_np(grad, idx, pooled, z.shape)
+    sum_g, sum_gx = batchnorm_grad_sums_np(dense_grad, z, dense_y, mean, invstd, act, slope)
+    return sum_g, sum_gx, None
+
+
+def conv_bn_maxpool_sync_backward_np(grad, idx, pooled, saved, partial, w, gamma, mean, invstd,
+                                     act, slope, mean_g, mean_gx, dw):
+    x, z, padding, dilation = saved
+    dz = batchnorm_maxpool_input_grad_np(grad, idx, pooled, z, gamma, mean, invstd, act, slope,
+                                         mean_g, mean_gx)
+    conv2d_backward_weight_np(dz, x, (1, 1), padding, dilation, dw, np.zeros(w.shape[0], dw.dtype))
 
 
 # ---------------------------------------------------------------------------------------- Numba kernels
@@ -229,17 +274,36 @@ def _fold(part, shift, w, gamma, beta, eps, m, w4, c4, mu, cov):
     # conv bias: returns (mean - b, var, invstd) per output channel, and fills mu, cov (float64, p
     # shifted) and the folded weights w4 = a w, constants c4 = beta - a w . mu (x's dtype; w4 rows
     # and c4 past O stay zero). w (O, K); tap k reads input channel k // (K / C).
-    nk = mu.size
-    o_ = w.shape[0]
+    _moment_stats(_total(part), m, mu, cov)
+    return _fold_with(mu, cov, shift, w, gamma, beta, eps, w4, c4)
+
+
+@njit(**OPTIONS)
+def _total(part):
+    # The moments pass's partial sums added in chunk order: (K + 1, K).
     total = part[0].copy()
     for t in range(1, part.shape[0]):
         total += part[t]
+    return total
+
+
+@njit(**OPTIONS)
+def _moment_stats(total, m, mu, cov):
+    # mu, cov (float64, p shifted) of the M = m positions from the moments' totals.
+    nk = mu.size
     for k in range(nk):
         mu[k] = total[nk, k] / m
     for k in range(nk):
         for k2 in range(k, nk):
             cov[k, k2] = total[k, k2] / m - mu[k] * mu[k2]
             cov[k2, k] = cov[k, k2]
+
+
+@njit(**OPTIONS)
+def _fold_with(mu, cov, shift, w, gamma, beta, eps, w4, c4):
+    # _fold's per-channel statistics and folded weights from mu and cov.
+    nk = mu.size
+    o_ = w.shape[0]
     per = nk // shift.size
     mean = np.zeros(o_)
     var = np.zeros(o_)
@@ -270,7 +334,7 @@ def _windows4(xf, offs, t, length):
 
 @compiled(parallel_min=1 << 12, fastmath=("reassoc",))
 def _backward_sums(grad, idx, pooled, pw, xs, offs, wq, s, w, gamma, invstd, mu, cov, dw, dgamma,
-                   dbeta):
+                   dbeta, raw, sg_out, sgp_out):
     # grad, idx, pooled (N, O, PH PW), PW windows a row; xs (N, C 4 size), offs (4, K) as
     # _forward_phases; w, dw (O, K). Thread owns output channel o: from sg = sum g' and
     # sgp[k] = sum g' p_k over the winners it accumulates dgamma[o], dbeta[o] and dw[o] (the
@@ -278,7 +342,8 @@ def _backward_sums(grad, idx, pooled, pw, xs, offs, wq, s, w, gamma, invstd, mu,
     # windows whose winner is q, zero elsewhere (and in the columns past PW), and a tap's sum is
     # then four dot products with the tap's phase windows, three taps a loop so that each g' is
     # loaded once for three taps. The buffer is cleared whole (one vectorised loop) after each
-    # sample, cheaper than clearing the winners one by one.
+    # sample, cheaper than clearing the winners one by one. raw: only sg_out[o] = sg and
+    # sgp_out[o] = sgp (uncentred) are written (the synchronised backward finishes).
     n_, o_, m = grad.shape
     nk = offs.shape[1]
     length = ((m // pw - 1) * wq + pw + _loops.VEC - 1) // _loops.VEC * _loops.VEC
@@ -325,20 +390,25 @@ def _backward_sums(grad, idx, pooled, pw, xs, offs, wq, s, w, gamma, invstd, mu,
                 sgp[t] += np.float64(d)
             for j in range(gq.size):
                 gq[j] = zero
-        wo = w[o].astype(np.float64)
-        sgx = 0.0
-        for k in range(nk):
-            sgp[k] -= sg * mu[k]
-            sgx += wo[k] * sgp[k]
-        sgx *= invstd[o]
-        dgamma[o] += dgamma.dtype.type(sgx)
-        dbeta[o] += dbeta.dtype.type(sg)
-        a = np.float64(gamma[o]) * invstd[o]
-        for k in range(nk):
-            cw = 0.0
-            for k2 in range(nk):
-                cw += cov[k, k2] * wo[k2]
-            dw[o, k] += dw.dtype.type(a * (sgp[k] - sgx * invstd[o] * cw))
+        if raw:
+            sg_out[o] = sg
+            for k in range(nk):
+                sgp_out[o, k] = sgp[k]
+        else:
+            wo = w[o].astype(np.float64)
+            sgx = 0.0
+            for k in range(nk):
+                sgp[k] -= sg * mu[k]
+                sgx += wo[k] * sgp[k]
+            sgx *= invstd[o]
+            dgamma[o] += dgamma.dtype.type(sgx)
+            dbeta[o] += dbeta.dtype.type(sg)
+            a = np.float64(gamma[o]) * invstd[o]
+            for k in range(nk):
+                cw = 0.0
+                for k2 in range(nk):
+                    cw += cov[k, k2] * wo[k2]
+                dw[o, k] += dw.dtype.type(a * (sgp[k] - sgx * invstd[o] * cw))
 
 
 # ------------------------------------------------------------------------------ public entry points
@@ -368,10 +438,9 @@ def _layout(chw, khw, padding, dilation):
     return wq, size, offs, hp - dh * (kh - 1), wp - dw * (kw - 1)
 
 
-def conv_bn_maxpool_train_forward(x, w, b, padding, dilation, gamma, beta, running_mean,
-                                  running_var, momentum, eps, act, slope):
+def _prepare(x, w, padding, dilation):
+    """The phase-split shifted input and its moments: (xs, offs, wq, shift, part, oh, ow)."""
     n, c = x.shape[:2]
-    o = w.shape[0]
     nk = w[0].size
     wq, size, offs, oh, ow = _geometry(x, w, padding, dilation)
     shift = x[0].mean(axis=(1, 2), dtype=np.float64).astype(x.dtype)
@@ -379,6 +448,23 @@ def conv_bn_maxpool_train_forward(x, w, b, padding, dilation, gamma, beta, runni
     _split_phases(x, shift, xs, padding[0], padding[1], wq, size)
     part = np.empty((-(-n // _MOMENT_SAMPLES), nk + 1, nk), np.float64)
     _moments(xs, offs, oh, ow, wq, part)
+    return xs, offs, wq, shift, part, oh, ow
+
+
+def _pool_pass(xs, offs, w4, c4, wq, act, slope, n, o, oh, ow, dtype):
+    pooled = np.empty((n, o, oh // 2, ow // 2), dtype)
+    idx = np.empty(pooled.shape, np.uint8)
+    _forward_phases(xs, offs, w4, c4, wq, negative_scale(act, slope), pooled, idx,
+                    min(n, 2 * numba.get_num_threads()))   # any count gives the same result
+    return pooled, idx
+
+
+def conv_bn_maxpool_train_forward(x, w, b, padding, dilation, gamma, beta, running_mean,
+                                  running_var, momentum, eps, act, slope):
+    n = x.shape[0]
+    o = w.shape[0]
+    nk = w[0].size
+    xs, offs, wq, shift, part, oh, ow = _prepare(x, w, padding, dilation)
     o4 = (o + 3) // 4 * 4
     w4 = np.zeros((o4, nk), x.dtype)
     c4 = np.zeros(o4, x.dtype)
@@ -390,25 +476,118 @@ def conv_bn_maxpool_train_forward(x, w, b, padding, dilation, gamma, beta, runni
     if b is not None:
         mean += b
     _update_running_np(running_mean, running_var, mean, var, m, momentum)
-    pooled = np.empty((n, o, oh // 2, ow // 2), x.dtype)
-    idx = np.empty(pooled.shape, np.uint8)
-    _forward_phases(xs, offs, w4, c4, wq, negative_scale(act, slope), pooled, idx,
-                    min(n, 2 * numba.get_num_threads()))   # any count gives the same result
+    pooled, idx = _pool_pass(xs, offs, w4, c4, wq, act, slope, n, o, oh, ow, x.dtype)
     return pooled, idx, mean, invstd, (xs, offs, wq, mu, cov)
 
 
 def conv_bn_maxpool_backward(grad, idx, pooled, saved, w, gamma, mean, invstd, act, slope, dw, db,
                              dgamma, dbeta):
     xs, offs, wq, mu, cov = saved
+    _sums(grad, idx, pooled, xs, offs, wq, act, slope, w, gamma, invstd, mu, cov, dw, dgamma,
+          dbeta, False, _NONE1, _NONE2)
+
+
+_NONE1 = np.empty(0, np.float64)
+_NONE2 = np.empty((0, 0), np.float64)
+
+
+def _sums(grad, idx, pooled, xs, offs, wq, act, slope, w, gamma, invstd, mu, cov, dw, dgamma,
+          dbeta, raw, sg_out, sgp_out):
     n, o, ph, pw = grad.shape
     flat = (n, o, ph * pw)
     if not dw.flags.c_contiguous:   # the kernel adds into a (O, K) view of it
         raise ValueError("conv_bn_maxpool_backward: dw must be C-contiguous")
     _backward_sums(grad.reshape(flat), idx.reshape(flat), pooled.reshape(flat), pw, xs, offs, wq,
                    negative_scale(act, slope), w.reshape(o, -1), gamma, invstd, mu, cov,
-                   dw.reshape(o, -1), dgamma, dbeta)
+                   dw.reshape(o, -1), dgamma, dbeta, raw, sg_out, sgp_out)
+
+
+def _tap_shift(shift, nk):
+    """The shift under each of the K taps (tap k reads input channel k // (K / C))."""
+    return np.repeat(shift.astype(np.float64), nk // shift.size)
+
+
+def conv_bn_maxpool_stats(x, w, b, padding, dilation):
+    """This batch's (count, mean, m2) of each output channel of the convolution (with its bias),
+    float64 (O,), and what conv_bn_maxpool_apply_forward takes."""
+    n = x.shape[0]
+    o, nk = w.shape[0], w[0].size
+    xs, offs, wq, shift, part, oh, ow = _prepare(x, w, padding, dilation)
+    m = n * oh * ow
+    total = _total(part)
+    mu = np.empty(nk)
+    cov = np.empty((nk, nk))
+    _moment_stats(total, float(m), mu, cov)
+    ones = np.ones(o, x.dtype)
+    mean, var, _ = _fold_with(mu, cov, shift, w.reshape(o, nk), ones, ones, 1.0,
+                              np.zeros((o, nk), x.dtype), np.zeros(o, x.dtype))
+    if b is not None:
+        mean += b
+    return m, mean, var * m, (xs, offs, wq, shift, total, oh, ow, n)
+
+
+def conv_bn_maxpool_apply_forward(prepared, w, b, gamma, beta, mean, invstd, act, slope):
+    """(pooled, idx, saved) of the block normalised with the given statistics of its output."""
+    xs, offs, wq, shift, total, oh, ow, n = prepared
+    o, nk = w.shape[0], w[0].size
+    wo = w.reshape(o, nk).astype(np.float64)
+    a = gamma.astype(np.float64) * invstd
+    bias = 0.0 if b is None else b.astype(np.float64)
+    o4 = (o + 3) // 4 * 4
+    w4 = np.zeros((o4, nk), xs.dtype)
+    c4 = np.zeros(o4, xs.dtype)
+    w4[:o] = a[:, None] * wo
+    c4[:o] = beta.astype(np.float64) + a * (wo @ _tap_shift(shift, nk) + bias - mean)
+    pooled, idx = _pool_pass(xs, offs, w4, c4, wq, act, slope, n, o, oh, ow, xs.dtype)
+    return pooled, idx, prepared
+
+
+def conv_bn_maxpool_grad_sums(grad, idx, pooled, saved, w, b, gamma, mean, invstd, act, slope):
+    """This batch's sum(g') and sum(g' xhat) of each output channel (float64 (O,)), and what
+    conv_bn_maxpool_sync_backward takes."""
+    xs, offs, wq, shift, total, oh, ow, n = saved
+    o, nk = w.shape[0], w[0].size
+    sg = np.empty(o)
+    sgp = np.empty((o, nk))
+    scratch = np.zeros(o, w.dtype)   # not written in this mode
+    _sums(grad, idx, pooled, xs, offs, wq, act, slope, w, gamma, invstd, _NONE1, _NONE2,
+          np.zeros((o, nk), w.dtype), scratch, scratch, True, sg, sgp)
+    wo = w.reshape(o, nk).astype(np.float64)
+    bias = 0.0 if b is None else b.astype(np.float64)
+    w_mu = mean - bias - wo @ _tap_shift(shift, nk)     # w_o . mu, p shifted
+    sgx = invstd * ((wo * sgp).sum(axis=1) - sg * w_mu)
+    return sg, sgx, (sg, sgp, w_mu)
+
+
+def conv_bn_maxpool_sync_backward(grad, idx, pooled, saved, partial, w, gamma, mean, invstd, act,
+                                  slope, mean_g, mean_gx, dw):
+    """Adds this rank's share of the weight gradient, given the global means of g' and g' xhat
+    (the bias gradient is zero, as in conv_bn_maxpool_backward)."""
+    xs, offs, wq, shift, total, oh, ow, n = saved
+    sg, sgp, w_mu = partial
+    o, nk = w.shape[0], w[0].size
+    wo = w.reshape(o, nk).astype(np.float64)
+    p_sum = total[nk]
+    s_sum = np.triu(total[:nk])
+    s_sum = s_sum + np.triu(s_sum, 1).T
+    a = gamma.astype(np.float64) * invstd
+    k = (mean_gx * invstd)[:, None]
+    sw = wo @ s_sum - w_mu[:, None] * p_sum          # (S w_o - P w_o . mu), S symmetric
+    g = sgp - mean_g[:, None] * p_sum - k * sw
+    # p is shifted by this rank's shift, and this rank's dz do not sum to zero (the global ones
+    # do): dw gets shift times their sum, sum dz = a (sg - mean_g m - mean_gx xhat-sum)
+    m = n * oh * ow
+    dz_sum = sg - mean_g * m - k[:, 0] * (wo @ p_sum - m * w_mu)
+    g += dz_sum[:, None] * _tap_shift(shift, nk)[None, :]
+    dw += (a[:, None] * g).reshape(dw.shape).astype(dw.dtype)
 
 
 register("conv_bn_maxpool_train_forward", conv_bn_maxpool_train_forward,
          conv_bn_maxpool_train_forward_np)
 register("conv_bn_maxpool_backward", conv_bn_maxpool_backward, conv_bn_maxpool_backward_np)
+register("conv_bn_maxpool_stats", conv_bn_maxpool_stats, conv_bn_maxpool_stats_np)
+register("conv_bn_maxpool_apply_forward", conv_bn_maxpool_apply_forward,
+         conv_bn_maxpool_apply_forward_np)
+register("conv_bn_maxpool_grad_sums", conv_bn_maxpool_grad_sums, conv_bn_maxpool_grad_sums_np)
+register("conv_bn_maxpool_sync_backward", conv_bn_maxpool_sync_backward,
+         conv_bn_maxpool_sync_backward_np)

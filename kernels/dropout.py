@@ -16,6 +16,13 @@ element is kept when its 32 bits are >= round(p * 2^32), so it is dropped with p
 2^-33. A decision depends only on (seed, counter, index), so the mask is the same on any number of
 threads, and the NumPy twin, which evaluates the same hash vectorised over an index array, gives
 the same mask bit for bit.
+
+Placement (data-parallel training, fastlayers.distributed): the forwards take ``offset``, ``stride``
+and ``per_sample``, and then decision i of the local mask is decision
+(offset + stride * (i // per_sample)) * per_sample + i % per_sample of the stream, i.e. the local
+batch's sample t is sample offset + stride * t of a global batch with per_sample decisions a
+sample. A rank holding samples rank, rank + world, ... of the global batch so draws exactly the
+decisions one process draws for those samples; the defaults (0, 1, any) give decision i.
 """
 import numpy as np
 from numba import njit, prange
@@ -59,22 +66,40 @@ def keep_scale(p):
 
 # ----------------------------------------------------------------------------------------- NumPy twins
 
-def keep_mask_np(n, p, seed, counter):
-    """The uint8 keep mask of ``n`` decisions for key (seed, counter), vectorised."""
-    k = np.arange(1, (n + 1) // 2 + 1, dtype=np.uint64)
+def _hash_np(base, k):
+    """splitmix64's value k of the stream at ``base`` (k: uint64 array)."""
     with np.errstate(over="ignore"):
-        z = stream_base(seed, counter) + k * np.uint64(GOLDEN)
+        z = base + (k + np.uint64(1)) * np.uint64(GOLDEN)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(_M1)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(_M2)
-    z ^= z >> np.uint64(31)
-    bits = np.empty(2 * k.size, np.uint64)
+    return z ^ (z >> np.uint64(31))
+
+
+def is_placed(offset, stride):
+    """Whether a placement maps local decisions elsewhere than onto themselves."""
+    return offset != 0 or stride != 1
+
+
+def keep_mask_np(n, p, seed, counter, offset=0, stride=1, per_sample=1):
+    """The uint8 keep mask of ``n`` decisions for key (seed, counter), vectorised (placement:
+    see the header)."""
+    base = stream_base(seed, counter)
+    if is_placed(offset, stride):
+        i = np.arange(n, dtype=np.uint64)
+        k_ = np.uint64(per_sample)
+        g = (np.uint64(offset) + np.uint64(stride) * (i // k_)) * k_ + i % k_
+        z = _hash_np(base, g >> np.uint64(1))
+        bits = np.where(g & np.uint64(1), z & np.uint64(0xFFFFFFFF), z >> np.uint64(32))
+        return (bits >= drop_threshold(p)).astype(np.uint8)
+    z = _hash_np(base, np.arange((n + 1) // 2, dtype=np.uint64))
+    bits = np.empty(2 * z.size, np.uint64)
     bits[0::2] = z >> np.uint64(32)
     bits[1::2] = z & np.uint64(0xFFFFFFFF)
     return (bits[:n] >= drop_threshold(p)).astype(np.uint8)
 
 
-def dropout_forward_np(x, p, seed, counter):
-    mask = keep_mask_np(x.size, p, seed, counter).reshape(x.shape)
+def dropout_forward_np(x, p, seed, counter, offset=0, stride=1, per_sample=1):
+    mask = keep_mask_np(x.size, p, seed, counter, offset, stride, per_sample).reshape(x.shape)
     y = np.where(mask != 0, x * x.dtype.type(keep_scale(p)), x.dtype.type(0))
     return y, mask
 
@@ -83,8 +108,8 @@ def dropout_backward_np(grad, mask, p):
     return np.where(mask != 0, grad * grad.dtype.type(keep_scale(p)), grad.dtype.type(0))
 
 
-def dropout_channels_forward_np(x, p, seed, counter):
-    mask = keep_mask_np(x.shape[0], p, seed, counter)
+def dropout_channels_forward_np(x, p, seed, counter, offset=0, stride=1, per_sample=1):
+    mask = keep_mask_np(x.shape[0], p, seed, counter, offset, stride, per_sample)
     y = np.where(mask[:, None] != 0, x * x.dtype.type(keep_scale(p)), x.dtype.type(0))
     return y, mask
 
@@ -116,6 +141,49 @@ def _hash_chunk(base, k0, k1, threshold, mask):
         mask[j + 1] = np.uint8((z & low) >= threshold)
 
 
+@njit(**OPTIONS)
+def _hash_span(base, g0, threshold, mask):
+    # Decisions of stream decisions g0 .. g0 + mask.size - 1 into mask (decision 2k is the high
+    # half of value k, 2k + 1 its low half): one hash per pair, whatever g0's parity.
+    golden = np.uint64(GOLDEN)
+    one = np.uint64(1)
+    low = np.uint64(0xFFFFFFFF)
+    s32 = np.uint64(32)
+    n = mask.size
+    j = 0
+    if g0 % 2 == 1 and n > 0:
+        z = _mix(base + (np.uint64(g0 // 2) + one) * golden)
+        mask[0] = np.uint8((z & low) >= threshold)
+        j = 1
+    k = (g0 + j) // 2
+    while j + 1 < n:
+        z = _mix(base + (np.uint64(k) + one) * golden)
+        mask[j] = np.uint8((z >> s32) >= threshold)
+        mask[j + 1] = np.uint8((z & low) >= threshold)
+        j += 2
+        k += 1
+    if j < n:
+        z = _mix(base + (np.uint64(k) + one) * golden)
+        mask[j] = np.uint8((z >> s32) >= threshold)
+
+
+@compiled(parallel_min=_PAR_HASH)
+def _dropout_placed(x, y, mask, base, threshold, scale, offset, stride):
+    # x, y, mask: (T, K), sample t's K decisions are stream decisions (offset + stride t) K ...
+    # (offset + stride t) K + K - 1. Thread owns sample t: y[t], mask[t].
+    nt, nk = x.shape
+    zero = x.dtype.type(0)
+    sc = x.dtype.type(scale)
+    for t in prange(nt):
+        ms = mask[t]
+        _hash_span(base, (offset + stride * t) * nk, threshold, ms)
+        xs = x[t]
+        ys = y[t]
+        for i in range(nk):
+            v = xs[i] * sc
+            ys[i] = v if ms[i] != 0 else zero
+
+
 @compiled(parallel_min=_PAR_HASH)
 def _dropout_flat(x, y, mask, base, threshold, scale):
     # x, y, mask: (n,). Thread owns chunk b: elements [2*_CHUNK*b, 2*_CHUNK*(b+1)) of y and mask.
@@ -141,12 +209,18 @@ def _dropout_flat(x, y, mask, base, threshold, scale):
 
 
 @compiled(parallel_min=_PAR_COPY)
-def _dropout_channels(x, y, mask, base, threshold, scale):
-    # x, y: (R, S); mask: (R,) filled by one serial hash pass first. Then thread owns row r of y.
-    npairs = (x.shape[0] + 1) // 2
-    m = np.empty(2 * npairs, np.uint8)
-    _hash_chunk(base, 0, npairs, threshold, m)
-    mask[:] = m[:x.shape[0]]
+def _dropout_channels(x, y, mask, base, threshold, scale, offset, stride, per_sample):
+    # x, y: (R, S); mask: (R,) filled by one serial hash pass first (placed as the header says
+    # when (offset, stride) is not (0, 1)). Then thread owns row r of y.
+    if offset == 0 and stride == 1:
+        npairs = (x.shape[0] + 1) // 2
+        m = np.empty(2 * npairs, np.uint8)
+        _hash_chunk(base, 0, npairs, threshold, m)
+        mask[:] = m[:x.shape[0]]
+    else:
+        for t in range(x.shape[0] // per_sample):
+            _hash_span(base, (offset + stride * t) * per_sample, threshold,
+                       mask[t * per_sample:(t + 1) * per_sample])
     zero = x.dtype.type(0)
     sc = x.dtype.type(scale)
     for r in prange(x.shape[0]):
@@ -194,9 +268,14 @@ def _dropout_grad_channels(grad, mask, dx, scale):
                 ds[i] = zero
 
 
-def dropout_forward(x, p, seed, counter):
+def dropout_forward(x, p, seed, counter, offset=0, stride=1, per_sample=1):
     y = np.empty_like(x)
     mask = np.empty(x.shape, np.uint8)
+    if is_placed(offset, stride):
+        _dropout_placed(x.reshape(-1, per_sample), y.reshape(-1, per_sample),
+                        mask.reshape(-1, per_sample), stream_base(seed, counter),
+                        drop_threshold(p), keep_scale(p), int(offset), int(stride))
+        return y, mask
     _dropout_flat(x.reshape(-1), y.reshape(-1), mask.reshape(-1), stream_base(seed, counter),
                   drop_threshold(p), keep_scale(p))
     return y, mask
@@ -208,10 +287,11 @@ def dropout_backward(grad, mask, p):
     return dx
 
 
-def dropout_channels_forward(x, p, seed, counter):
+def dropout_channels_forward(x, p, seed, counter, offset=0, stride=1, per_sample=1):
     y = np.empty_like(x)
     mask = np.empty(x.shape[0], np.uint8)
-    _dropout_channels(x, y, mask, stream_base(seed, counter), drop_threshold(p), keep_scale(p))
+    _dropout_channels(x, y, mask, stream_base(seed, counter), drop_threshold(p), keep_scale(p),
+                      int(offset), int(stride), int(per_sample))
     return y, mask
 
 

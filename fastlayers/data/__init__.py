@@ -17,7 +17,8 @@ from fastlayers.data.download import DownloadError, download, file_digest
 from fastlayers.data.idx import (DatasetError, read_idx, read_idx_images, read_idx_labels,
                                  read_idx_pair, read_mnist_npz, write_idx)
 from fastlayers.data.loader import DataLoader
+from fastlayers.data.sampler import DistributedSampler
 
-__all__ = ["DATASETS", "DataLoader", "Dataset", "DatasetError", "DownloadError", "default_data_dir",
-           "download", "file_digest", "load_dataset", "read_idx", "read_idx_images",
+__all__ = ["DATASETS", "DataLoader", "Dataset", "DatasetError", "DistributedSampler",
+           "DownloadError", "default_data_dir", "download", "file_digest", "load_dataset", "read_idx", "read_idx_images",
            "read_idx_labels", "read_idx_pair", "read_mnist_npz", "write_idx"]

@@ -22,6 +22,9 @@ class DataLoader:
         shuffle: draw a new permutation at the start of every epoch (every ``iter()``), from
             :func:`fastlayers.random.generator`, so ``fastlayers.manual_seed`` makes it reproducible.
         drop_last: skip the final batch when it has fewer than ``batch_size`` samples.
+        sampler: the indices of each epoch, drawn at every ``iter()`` (an iterable with a
+            ``len()``, e.g. a :class:`~fastlayers.data.DistributedSampler`); batches are taken in
+            its order. Not with ``shuffle`` (the sampler orders the samples).
         dtype: float32 (default) or float64, the dtype of the yielded inputs.
         flatten: yield inputs as (B, prod(x.shape[1:])).
 
@@ -39,7 +42,7 @@ class DataLoader:
     """
 
     def __init__(self, x, y, batch_size=64, shuffle=False, drop_last=False, dtype=np.float32,
-                 flatten=False):
+                 flatten=False, sampler=None):
         owner = "DataLoader"
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{owner}: x must be a numpy.ndarray, got {type(x).__name__}")
@@ -60,6 +63,13 @@ class DataLoader:
         for flag, value in (("shuffle", shuffle), ("drop_last", drop_last), ("flatten", flatten)):
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{owner}: {flag} must be True or False, got {value!r}")
+        if sampler is not None:
+            if shuffle:
+                raise ValueError(f"{owner}: sampler option is mutually exclusive with shuffle")
+            if not hasattr(sampler, "__iter__") or not hasattr(sampler, "__len__"):
+                raise TypeError(f"{owner}: sampler must be an iterable of indices with a len(), "
+                                f"got {type(sampler).__name__}")
+        self.sampler = sampler
         self.batch_size = _checks.integer("DataLoader: batch_size", batch_size, minimum=1)
         self.dtype = _checks.float_dtype(dtype, name="DataLoader: dtype")
         self.shuffle = bool(shuffle)
@@ -78,25 +88,39 @@ class DataLoader:
 
     def __len__(self):
         """The number of batches in one epoch."""
-        n, b = len(self.x), self.batch_size
+        n, b = self.num_samples, self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
     @property
     def num_samples(self):
-        return len(self.x)
+        """The samples one epoch visits (the sampler's length, if there is one)."""
+        return len(self.x) if self.sampler is None else len(self.sampler)
 
     def __iter__(self):
         # The permutation is drawn here, when the epoch starts, not lazily at the first batch.
+        if self.sampler is not None:
+            return self._batches(self._sampled())
         order = generator().permutation(len(self.x)) if self.shuffle else None
         return self._batches(order)
 
+    def _sampled(self):
+        """The sampler's indices for this epoch, checked (the gather does not bounds-check)."""
+        order = np.fromiter(iter(self.sampler), dtype=np.int64)
+        if order.size != len(self.sampler):
+            raise ValueError(f"DataLoader: the sampler yielded {order.size} indices, but its "
+                             f"len() is {len(self.sampler)}")
+        if order.size and (order.min() < 0 or order.max() >= len(self.x)):
+            raise IndexError(f"DataLoader: sampler index out of range for {len(self.x)} samples "
+                             f"(min {order.min()}, max {order.max()})")
+        return order
+
     def _batches(self, order):
-        n, b = len(self.x), self.batch_size
+        n, b = (len(self.x) if order is None else len(order)), self.batch_size
         # uint8 images are gathered and scaled in one compiled pass from a flat (N, D) view of the
         # data (kernels/data.py); only a non-contiguous array, which has no such view, copies its
         # batch's rows first.
-        images = (self.x.reshape(n, -1) if self._scale and self.x.flags.c_contiguous and n
-                  else None)
+        images = (self.x.reshape(len(self.x), -1)
+                  if self._scale and self.x.flags.c_contiguous and len(self.x) else None)
         for start in range(0, len(self) * b, b):
             stop = min(start + b, n)
             rows = slice(start, stop) if order is None else order[start:stop]
@@ -118,6 +142,7 @@ class DataLoader:
         return out.reshape((len(out),) + self._sample_shape)
 
     def __repr__(self):
-        return (f"DataLoader(num_samples={len(self.x)}, batch_size={self.batch_size}, "
+        sampler = "" if self.sampler is None else f", sampler={self.sampler!r}"
+        return (f"DataLoader(num_samples={self.num_samples}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, dtype={self.dtype.name}, "
-                f"flatten={self.flatten}, batches={len(self)})")
+                f"flatten={self.flatten}, batches={len(self)}{sampler})")

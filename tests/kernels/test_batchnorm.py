@@ -150,3 +150,56 @@ def test_registered_in_both_backends():
     for name in ("batchnorm_train_forward", "batchnorm_eval_forward", "batchnorm_backward"):
         assert getattr(kernels.backend("numba"), name) is getattr(bn, name)
         assert getattr(kernels.backend("numpy"), name) is getattr(bn, name + "_np")
+
+
+# ------------------------------------------------------------------ the synchronised passes
+
+def _combine(stats):
+    """Chan's combination of (count, mean, m2) triples, written out independently."""
+    n, mean, m2 = 0, 0.0, 0.0
+    for cnt, mu, q in stats:
+        delta = mu - mean
+        total = n + cnt
+        mean = mean + delta * cnt / total
+        m2 = m2 + q + delta * delta * n * cnt / total
+        n = total
+    return n, mean, m2
+
+
+@settings(max_examples=30, deadline=None)
+@given(shards=st.integers(1, 3), **cases)
+def test_split_passes_give_the_whole_batch_pass(layout, n, c, s, dtype, act, kind, seed, shards):
+    # The synchronised passes run shard by shard, with the shards' statistics and sums combined,
+    # give the whole batch's forward and input gradient (batchnorm_train_forward and
+    # batchnorm_backward with batch statistics), on both backends.
+    x, gamma, beta, rm, rv, grad = _case(seed, _shape(layout, n * shards, c, s), dtype)
+    y_ref, mean_ref, invstd_ref = bn.batchnorm_train_forward_np(
+        x, gamma, beta, rm.copy(), rv.copy(), 0.1, 1e-5, act, 0.1)
+    dg_ref, db_ref = np.zeros(c, dtype), np.zeros(c, dtype)
+    dx_ref = bn.batchnorm_backward_np(grad, x, y_ref, gamma, mean_ref, invstd_ref, act, 0.1, True,
+                                      dg_ref, db_ref, True)
+    parts = [slice(r * n, (r + 1) * n) for r in range(shards)]
+    m = x.size // c
+    for ops in ("numba", "numpy"):
+        suffix = "" if ops == "numba" else "_np"
+        stats = getattr(bn, "batchnorm_stats" + suffix)
+        apply = getattr(bn, "batchnorm_apply_forward" + suffix)
+        sums = getattr(bn, "batchnorm_grad_sums" + suffix)
+        input_grad = getattr(bn, "batchnorm_input_grad" + suffix)
+        with forced_build(kind):
+            local = [(x[p].size // c,) + stats(x[p]) for p in parts]
+            total, mean, m2 = _combine(local)
+            assert total == m
+            invstd = 1.0 / np.sqrt(m2 / m + 1e-5)
+            np.testing.assert_allclose(mean, mean_ref, rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(invstd, invstd_ref, rtol=1e-7)
+            y = [apply(x[p], gamma, beta, mean, invstd, act, 0.1) for p in parts]
+            np.testing.assert_allclose(np.concatenate(y), y_ref, **TOL[dtype])
+            g = [sums(grad[p], x[p], yp, mean, invstd, act, 0.1) for p, yp in zip(parts, y)]
+            sg = sum(a for a, _ in g)
+            sgx = sum(b for _, b in g)
+            np.testing.assert_allclose(sg.astype(dtype), db_ref, **TOL[dtype])
+            np.testing.assert_allclose(sgx.astype(dtype), dg_ref, **TOL[dtype])
+            dx = [input_grad(grad[p], x[p], yp, gamma, mean, invstd, act, 0.1, sg / m, sgx / m)
+                  for p, yp in zip(parts, y)]
+        np.testing.assert_allclose(np.concatenate(dx), dx_ref, **TOL[dtype])

@@ -8,7 +8,7 @@ from kernels import batchnorm as bn
 from kernels import batchnorm_pool as bnp
 from kernels.activations import IDENTITY, LEAKY_RELU, RELU
 from tests.conftest import forced_build
-from tests.kernels.test_batchnorm import BUILDS, TOL, _case
+from tests.kernels.test_batchnorm import BUILDS, TOL, _case, _combine
 
 
 pool_cases = dict(n=st.integers(2, 6), c=st.integers(1, 20), h=st.integers(2, 9),
@@ -84,3 +84,39 @@ def test_maxpool_fused_builds_agree_bit_for_bit():
         out[kind] = (y, idx, mean, invstd, r1, r2, dx, dg, db)
     for a, b in zip(out["serial"], out["parallel"]):
         np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shards=st.integers(1, 3), **pool_cases)
+def test_synchronised_passes_give_the_whole_batch_pass(n, c, h, w, dtype, act, kind, seed, shards):
+    # The split passes of a SyncBatchNorm run shard by shard, with the shards' statistics and
+    # sums combined, give the whole batch's fused forward and backward (both backends).
+    x, gamma, beta, rm, rv, _ = _case(seed, (n * shards, c, h, w), dtype)
+    pooled_ref, idx_ref, mean_ref, invstd_ref = bnp.batchnorm_maxpool_train_forward_np(
+        x, gamma, beta, rm, rv, 0.1, 1e-5, act, 0.1)
+    grad = np.random.default_rng(seed + 1).standard_normal(pooled_ref.shape).astype(dtype)
+    dg_ref, db_ref = np.zeros(c, dtype), np.zeros(c, dtype)
+    dx_ref = bnp.batchnorm_maxpool_backward_np(grad, idx_ref, pooled_ref, x, gamma, mean_ref,
+                                               invstd_ref, act, 0.1, dg_ref, db_ref, True)
+    parts = [slice(r * n, (r + 1) * n) for r in range(shards)]
+    m = x.size // c
+    for suffix in ("", "_np"):
+        stats = getattr(bn, "batchnorm_stats" + suffix)
+        apply = getattr(bnp, "batchnorm_maxpool_apply_forward" + suffix)
+        backward = getattr(bnp, "batchnorm_maxpool_backward" + suffix)
+        input_grad = getattr(bnp, "batchnorm_maxpool_input_grad" + suffix)
+        with forced_build(kind):
+            _, mean, m2 = _combine([(x[p].size // c,) + stats(x[p]) for p in parts])
+            invstd = 1.0 / np.sqrt(m2 / m + 1e-5)
+            out = [apply(x[p], gamma, beta, mean, invstd, act, 0.1) for p in parts]
+            np.testing.assert_allclose(np.concatenate([o[0] for o in out]), pooled_ref,
+                                       **TOL[dtype])
+            sg, sgx = np.zeros(c), np.zeros(c)
+            for p in parts:   # the reference's winners, so a near-tie cannot move the gradient
+                backward(grad[p], idx_ref[p], pooled_ref[p], x[p], gamma, mean, invstd, act, 0.1,
+                         sgx, sg, False)
+            np.testing.assert_allclose(sg.astype(dtype), db_ref, **TOL[dtype])
+            np.testing.assert_allclose(sgx.astype(dtype), dg_ref, **TOL[dtype])
+            dx = [input_grad(grad[p], idx_ref[p], pooled_ref[p], x[p], gamma, mean, invstd, act,
+                             0.1, sg / m, sgx / m) for p in parts]
+        np.testing.assert_allclose(np.concatenate(dx), dx_ref, **TOL[dtype])

@@ -10,6 +10,7 @@ from kernels import convbn as cb
 from kernels.activations import IDENTITY, LEAKY_RELU, RELU
 from kernels.conv import conv2d_forward_np
 from tests.conftest import forced_build
+from tests.kernels.test_batchnorm import _combine
 
 BUILDS = ("serial", "parallel")
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-4), np.float64: dict(rtol=1e-9, atol=1e-9)}
@@ -141,3 +142,60 @@ def test_nan_input_gives_nan_channels_as_the_twin():
 def test_registered_in_both_backends(name):
     assert getattr(kernels.backend("numba"), name) is getattr(cb, name)
     assert getattr(kernels.backend("numpy"), name) is getattr(cb, name + "_np")
+
+
+@settings(max_examples=25, deadline=None)
+@given(shards=st.integers(1, 3), dtype=st.sampled_from([np.float32, np.float64]),
+       act=st.sampled_from([IDENTITY, RELU, LEAKY_RELU]), bias=st.booleans(),
+       kind=st.sampled_from(BUILDS), seed=st.integers(0, 2**16), **geometry)
+def test_synchronised_passes_give_the_whole_batch_block(n, c, o, h, w, kh, kw, pad, dil, dtype,
+                                                        act, bias, kind, seed, shards):
+    # The block's split passes (SyncBatchNorm) run shard by shard, with the shards' statistics
+    # and sums combined, give the whole batch's fused forward and weight gradient (both backends).
+    oh, ow = h + 2 * pad - dil * (kh - 1), w + 2 * pad - dil * (kw - 1)
+    if min(oh, ow) < 2:
+        return
+    x, wt, b, gamma, beta = _case(seed, n * shards, c, o, h, w, kh, kw, dtype)
+    b = b if bias else None
+    geo = ((pad, pad), (dil, dil))
+    rm, rv = np.zeros(o, dtype), np.ones(o, dtype)
+    pooled_ref, idx_ref, mean_ref, invstd_ref, _ = cb.conv_bn_maxpool_train_forward_np(
+        x, wt, b, *geo, gamma, beta, rm, rv, 0.1, 1e-5, act, 0.1)
+    grad = np.random.default_rng(seed + 1).standard_normal(pooled_ref.shape).astype(dtype)
+    dw_ref, dg_ref, db_ref = np.zeros_like(wt), np.zeros(o, dtype), np.zeros(o, dtype)
+    cb.conv_bn_maxpool_backward_np(grad, idx_ref, pooled_ref, _, wt, gamma, mean_ref, invstd_ref,
+                                   act, 0.1, dw_ref, None, dg_ref, db_ref)
+    clear = _clear_winners(x, wt, b if bias else np.zeros(o, dtype), gamma, beta, *geo, act, 0.1,
+                           mean_ref, invstd_ref)
+    parts = [slice(r * n, (r + 1) * n) for r in range(shards)]
+    scale = 1 + np.abs(pooled_ref).max()
+    gscale = 1 + np.abs(dw_ref).max()
+    for suffix in ("", "_np"):
+        stats = getattr(cb, "conv_bn_maxpool_stats" + suffix)
+        apply = getattr(cb, "conv_bn_maxpool_apply_forward" + suffix)
+        sums = getattr(cb, "conv_bn_maxpool_grad_sums" + suffix)
+        finish = getattr(cb, "conv_bn_maxpool_sync_backward" + suffix)
+        with forced_build(kind):
+            local = [stats(x[p], wt, b, *geo) for p in parts]
+            m, mean, m2 = _combine([(cnt, mu, q) for cnt, mu, q, _ in local])
+            np.testing.assert_allclose(mean, mean_ref, **TOL[dtype])
+            invstd = 1.0 / np.sqrt(m2 / m + 1e-5)
+            np.testing.assert_allclose(invstd, invstd_ref, **TOL[dtype])
+            out = [apply(prep, wt, b, gamma, beta, mean, invstd, act, 0.1)
+                   for _, _, _, prep in local]
+            pooled = np.concatenate([q[0] for q in out])
+            np.testing.assert_allclose(pooled, pooled_ref, rtol=TOL[dtype]["rtol"],
+                                       atol=TOL[dtype]["atol"] * scale)
+            np.testing.assert_array_equal(np.concatenate([q[1] for q in out])[clear],
+                                          idx_ref[clear])
+            part = [sums(grad[p], idx_ref[p], pooled_ref[p], q[2], wt, b, gamma, mean, invstd,
+                         act, 0.1) for p, q in zip(parts, out)]
+            sg, sgx = sum(t[0] for t in part), sum(t[1] for t in part)
+            np.testing.assert_allclose(sg.astype(dtype), db_ref, **TOL[dtype])
+            np.testing.assert_allclose(sgx.astype(dtype), dg_ref, **TOL[dtype])
+            dw = np.zeros_like(wt)
+            for p, q, t in zip(parts, out, part):
+                finish(grad[p], idx_ref[p], pooled_ref[p], q[2], t[2], wt, gamma, mean, invstd,
+                       act, 0.1, sg / m, sgx / m, dw)
+        np.testing.assert_allclose(dw, dw_ref, rtol=TOL[dtype]["rtol"],
+                                   atol=TOL[dtype]["atol"] * gscale)

@@ -151,3 +151,30 @@ def test_masks_and_batchnorm_identical_with_one_and_two_threads():
         assert n == threads
         out[threads] = digest
     assert out["1"] == out["2"]
+
+
+@settings(max_examples=20, deadline=None)
+@given(samples=st.integers(1, 9), per=st.sampled_from([1, 2, 3, 8, 129]),
+       world=st.integers(1, 4), p=st.sampled_from([0.2, 0.5]), seed=st.integers(0, 2**63 - 1),
+       counter=st.integers(0, 2**40), kind=st.sampled_from(BUILDS))
+def test_placed_masks_are_the_global_batch_rows(samples, per, world, p, seed, counter, kind):
+    # Rank r of `world`, holding samples r, r + world, ... of a global batch, draws the rows of
+    # the mask one process draws for the whole batch (odd and even per-sample counts: the pairs
+    # of a hash value straddle samples).
+    full = _splitmix64_reference(seed, counter, samples * world * per, p).reshape(-1, per)
+    for rank in range(world):
+        want = full[rank::world]
+        x = np.ones((samples, per), np.float32)
+        with forced_build(kind):
+            y, mask = dr.dropout_forward(x, p, seed, counter, rank, world, per)
+            yc, mc = dr.dropout_channels_forward(np.ones((samples * per, 3), np.float32), p, seed,
+                                                 counter, rank, world, per)
+        np.testing.assert_array_equal(mask, want)
+        np.testing.assert_array_equal(mc.reshape(-1, per), want)
+        y2, m2 = dr.dropout_forward_np(x, p, seed, counter, rank, world, per)
+        yc2, mc2 = dr.dropout_channels_forward_np(np.ones((samples * per, 3), np.float32), p, seed,
+                                                  counter, rank, world, per)
+        np.testing.assert_array_equal(m2, want)
+        np.testing.assert_array_equal(y, y2)
+        np.testing.assert_array_equal(mc2, mc)
+        np.testing.assert_array_equal(yc2, yc)
