@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmarks import common  # noqa: E402  (first: settles the thread settings)
 
 FAMILIES = ["linear", "activations", "softmax", "losses", "batchnorm", "dropout", "conv", "pool",
-            "adaptive_pool", "fused", "optim", "clip", "layernorm", "embedding", "data"]
+            "adaptive_pool", "fused", "optim", "clip", "layernorm", "embedding", "data", "syncbn"]
 
 
 def _shape_text(key):
