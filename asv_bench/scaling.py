@@ -13,7 +13,8 @@
    Latency and bandwidth: --allreduce's JSON (asv_bench/allreduce.py, measured here over shared
    memory) and two networks between machines (assumed figures, not measured here).
 3. Predicted step time T(N) = compute(B / N) + communication(N) and the efficiency
-   T(1) / (N T(N)) for the speed run's global batch (strong scaling), N = 1 ... 64.
+   T(1) / (N T(N)) for the speed run's global batch (strong scaling), N = 1 ... 64; and with the
+   speed-run batch on every rank (weak scaling, global batch N B): compute(B) / T(N).
 """
 import argparse
 import json
@@ -156,22 +157,40 @@ def main():
             continue
         cells = " | ".join(f"{s * 1e3:.2f} ms, {c:.0%}, {e:.2f}" for s, c, e in per.values())
         print(f"| {name} | {n} | {b} | {comp * 1e3:.2f} ms | {cells} |")
+    print("\nweak scaling (every rank keeps the speed-run batch): efficiency compute / step")
+    print(f"\n| model | " + " | ".join(f"{n} ranks" for n in RANKS[1:]) + " |")
+    print("|---|" + "---|" * (len(RANKS) - 1))
+    weak = {}
+    for name, (_, _, batch) in MODELS.items():
+        comp = compute[name][batch]
+        for link, (lat, bw) in links.items():
+            weak[(name, link)] = [comp / (comp + communication(name, n, lat, bw)) for n in RANKS]
+            print(f"| {name}, {link} | " + " | ".join(f"{e:.2f}" for e in weak[(name, link)][1:])
+                  + " |")
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, len(links), figsize=(4.2 * len(links), 3.6), sharey=True)
-        for ax, link in zip(axes, links):
+        fig, axes = plt.subplots(2, len(links), figsize=(4.2 * len(links), 6.6), sharey=True)
+        for ax, link in zip(axes[0], links):
             for name in MODELS:
                 pts = [(n, per[link][2]) for m, n, b, comp, per in rows
                        if m == name and comp is not None]
                 ax.plot(*zip(*pts), marker="o", label=name)
-            ax.set(xscale="log", xlabel="ranks", title=link, ylim=(0, 1.05))
+            ax.set(title=f"{link}: global batch fixed")
+        for ax, link in zip(axes[1], links):
+            for name in MODELS:
+                ax.plot(RANKS, weak[(name, link)], marker="o", label=name)
+            ax.set(title=f"{link}: batch a rank fixed")
+        for ax in axes.ravel():
+            ax.set(xscale="log", xlabel="ranks", ylim=(0, 1.05))
             ax.set_xticks(RANKS, [str(n) for n in RANKS])
             ax.grid(alpha=0.3)
-        axes[0].set_ylabel("efficiency T(1) / (N T(N))")
-        axes[0].legend()
-        fig.suptitle("predicted, speed-run global batch (mlp 32, mlp-bn and cnn 128)")
+        axes[0, 0].set_ylabel("efficiency T(1) / (N T(N))")
+        axes[1, 0].set_ylabel("efficiency compute / step")
+        axes[0, 0].legend()
+        fig.suptitle("predicted from the measured compute and the ring model; speed-run batch "
+                     "(mlp 32, mlp-bn and cnn 128)")
         fig.tight_layout()
         fig.savefig(args.plot, dpi=100)
 

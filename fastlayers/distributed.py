@@ -133,21 +133,19 @@ class ProcessGroup:
                       file=sys.stderr, flush=True)
                 self.comm.Abort(1)
 
-    @contextlib.contextmanager
-    def _collective(self, name, nbytes):
-        t0 = time.perf_counter()
+    def _begin(self, name):
         self._waiting = (time.monotonic(), name)
-        try:
-            yield
-        finally:
-            self._waiting = None
-            seconds = time.perf_counter() - t0
-            s = self.stats
-            s["seconds"] += seconds
-            s["calls"] += 1
-            s["bytes"] += int(nbytes)
-            if self._durations is not None:
-                self._durations.append(seconds)
+        return time.perf_counter()
+
+    def _end(self, t0, nbytes):
+        seconds = time.perf_counter() - t0
+        self._waiting = None
+        s = self.stats
+        s["seconds"] += seconds
+        s["calls"] += 1
+        s["bytes"] += int(nbytes)
+        if self._durations is not None:
+            self._durations.append(seconds)
 
     def start_recording(self):
         """Keep the seconds of every collective from now on (see :meth:`split_time`)."""
@@ -170,34 +168,52 @@ class ProcessGroup:
             self.comm.Allreduce(MPI.IN_PLACE, least, op=MPI.MIN)
         return float(least.sum()), float((mine - least).sum())
 
+    # Each collective is timed and watched between _begin and _end (a try/finally, not a
+    # context manager: these run several times a training step).
+
     def allreduce_(self, array, op=ReduceOp.SUM):
         """Reduce ``array`` (C-contiguous) over the ranks, in place."""
-        with self._collective("allreduce", array.nbytes):
+        t0 = self._begin("allreduce")
+        try:
             self.comm.Allreduce(MPI.IN_PLACE, array, op=_MPI_OPS[op])
+        finally:
+            self._end(t0, array.nbytes)
         return array
 
     def allgather(self, array):
         """A (size, *array.shape) array of every rank's ``array``, in rank order."""
         array = np.ascontiguousarray(array)
         out = np.empty((self.size,) + array.shape, array.dtype)
-        with self._collective("allgather", array.nbytes):
+        t0 = self._begin("allgather")
+        try:
             self.comm.Allgather(array, out)
+        finally:
+            self._end(t0, array.nbytes)
         return out
 
     def broadcast_(self, array, src=0):
         """``array`` (C-contiguous) overwritten with rank ``src``'s, in place."""
-        with self._collective("broadcast", array.nbytes if self.rank == src else 0):
+        t0 = self._begin("broadcast")
+        try:
             self.comm.Bcast(array, root=src)
+        finally:
+            self._end(t0, array.nbytes if self.rank == src else 0)
         return array
 
     def broadcast_object(self, obj, src=0):
         """Rank ``src``'s ``obj`` (pickled by mpi4py) on every rank."""
-        with self._collective("broadcast", 0):
+        t0 = self._begin("broadcast")
+        try:
             return self.comm.bcast(obj, root=src)
+        finally:
+            self._end(t0, 0)
 
     def barrier(self):
-        with self._collective("barrier", 0):
+        t0 = self._begin("barrier")
+        try:
             self.comm.Barrier()
+        finally:
+            self._end(t0, 0)
 
     def close(self):
         self._closed.set()
