@@ -28,22 +28,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import kernels  # noqa: E402,F401  (first: its thread defaults precede NumPy's OpenBLAS loading)
 import numpy as np  # noqa: E402
 
+from benchmarks.bench_syncbn import TwoRanks  # noqa: E402  (SyncBatchNorm's passes, no messages)
+
 MODELS = {"mlp": ("sgd", 0.2, 32), "mlp-bn": ("adam", 1e-3, 128), "cnn": ("adam", 1e-3, 128)}
 RANKS = [1, 2, 4, 8, 16, 32, 64]
 # Between machines (assumed, typical published figures; nothing here measures them):
 NETWORKS = {"25 GbE (TCP)": (25e-6, 2.5e9), "100 Gb/s InfiniBand": (2e-6, 11e9)}
-
-
-class _Twins:
-    """A stand-in group of identical ranks: SyncBatchNorm runs its split passes, no messages."""
-    rank, size = 0, 2
-
-    def allgather(self, a):
-        return np.stack([a, a])
-
-    def allreduce_(self, a, op="sum"):
-        a *= 2
-        return a
 
 
 def _step(name, batch):
@@ -52,7 +42,7 @@ def _step(name, batch):
     from fastlayers.train import OPTIMIZERS, Engine
     opt, lr, _ = MODELS[name]
     fl.manual_seed(0)
-    model = fl.SyncBatchNorm.convert_sync_batchnorm(build(name), process_group=_Twins())
+    model = fl.SyncBatchNorm.convert_sync_batchnorm(build(name), process_group=TwoRanks())
     engine = Engine(model, fl.CrossEntropyLoss(), OPTIMIZERS[opt](model.parameters(), lr=lr))
     rng = np.random.default_rng(0)
     x = rng.random((batch, 784) if FLAT_INPUT[name] else (batch, 1, 28, 28), np.float32)
