@@ -11,6 +11,9 @@ Throughput is always samples per second of training time: the time inside the tr
 without data loading, evaluation or compilation.
 
 With no arguments it trains the 784-128-10 MLP on the embedded ``mnist-10k`` digits.
+``--recipe NAME`` (``--list-recipes``; fastlayers/recipes.py) trains toward a target accuracy in
+the least training time: its model, optimizer, schedule, batch size, epochs, augmentation and
+target, each overridable. Augmentation runs inside the timed step, in both frameworks.
 
 ``mpiexec -n N python -m mpi4py -m fastlayers.mnist --distributed ...`` trains data-parallel on N
 MPI ranks (``fastlayers.distributed``): ``--batch-size`` is the global batch, split evenly over the
@@ -32,7 +35,12 @@ DEFAULTS = {  # model: (optimizer, learning rate, batch size, epochs)
     "mlp": ("sgd", 0.2, 32, 20),
     "mlp-bn": ("adam", 1e-3, 128, 5),
     "cnn": ("adam", 1e-3, 128, 3),
+    "mlp-wide": ("adam", 1e-3, 128, 5),
+    "cnn-wide": ("adam", 1e-3, 128, 3),
 }
+# What an option left out means when no recipe sets it (the recipes' fields).
+OPTION_DEFAULTS = {"dataset": "mnist-10k", "model": "mlp", "lr_schedule": "none",
+                   "label_smoothing": 0.0, "crop_padding": 0, "hflip": False, "tta_flip": False}
 
 
 def _checked(kind, want, ok):
@@ -75,6 +83,7 @@ def make_parser():
     combinations)."""
     from fastlayers.data import DATASETS
     from fastlayers.models import MODELS
+    from fastlayers.recipes import RECIPES
     from fastlayers.train import OPTIMIZERS, SCHEDULES
 
     p = argparse.ArgumentParser(
@@ -83,7 +92,13 @@ def make_parser():
                     "report training time, throughput (samples per second of training time) and "
                     "test accuracy.",
         epilog="With no arguments it trains the 784-128-10 MLP on the embedded mnist-10k digits.")
-    p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist-10k",
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="a speed-run recipe: model, optimizer, schedule, batch size, epochs, "
+                        "augmentation and target accuracy, each overridable by its option "
+                        "(--list-recipes prints them)")
+    p.add_argument("--list-recipes", action="store_true",
+                   help="print the recipes with their targets and settings, and exit")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default=None,
                    help="default: mnist-10k, embedded (10,000 real digits); mnist and "
                         "fashion-mnist are read from --data-dir or downloaded")
     p.add_argument("--data-dir", default=None, metavar="DIR",
@@ -91,8 +106,8 @@ def make_parser():
                         "$FASTLAYERS_DATA/<dataset>, else ~/.cache/fastlayers/<dataset>")
     p.add_argument("--no-download", action="store_true",
                    help="never download: fail if the dataset files are not on disk")
-    p.add_argument("--model", choices=sorted(MODELS), default="mlp",
-                   help="the network to train (default: mlp, 784-128-10)")
+    p.add_argument("--model", choices=sorted(MODELS), default=None,
+                   help="the network to train (default: mlp, 784-128-10; fastlayers/models.py)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None,
                    help="default: sgd for mlp, adam for mlp-bn and cnn")
     p.add_argument("--lr", type=POSITIVE_FLOAT, default=None,
@@ -101,7 +116,7 @@ def make_parser():
     p.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=None,
                    help="the optimizer's weight decay (L2, or decoupled for adamw); default: the "
                         "optimizer's (0, and 0.01 for adamw)")
-    p.add_argument("--lr-schedule", choices=list(SCHEDULES), default="none",
+    p.add_argument("--lr-schedule", choices=list(SCHEDULES), default=None,
                    help="none (default); cosine: from --lr to 0; onecycle: up to --lr and down "
                         "(with momentum cycling); step: lr x0.1 after each third; stepped every "
                         "batch")
@@ -111,6 +126,18 @@ def make_parser():
                    help="training batch size; default: 32 for mlp, 128 otherwise")
     p.add_argument("--epochs", type=POSITIVE_INT, default=None,
                    help="epochs to train; default: 20 mlp, 5 mlp-bn, 3 cnn")
+    p.add_argument("--label-smoothing", type=_checked(float, "a fraction in [0, 1]",
+                                                      lambda v: 0 <= v <= 1), default=None,
+                   help="cross-entropy label smoothing (default: 0)")
+    p.add_argument("--crop-padding", type=NON_NEGATIVE_INT, default=None, metavar="PIXELS",
+                   help="augment each training image with a random 28x28 crop of it zero-padded "
+                        "by PIXELS (image models; default: 0, none)")
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="augment each training image with a random horizontal flip (p = 0.5; "
+                        "image models; default: off)")
+    p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time flip averaging: predict from the logits of each test image plus "
+                        "those of its mirror image (image models; default: off)")
     p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0,
                    help="seeds the initial weights, dropout and shuffling (default: 0)")
     p.add_argument("--backend", choices=["numba", "numpy"], default="numba",
@@ -181,6 +208,11 @@ def _mpi_rank():
 def parse_args(argv=None):
     p = make_parser()
     args = p.parse_args(argv)
+    if args.list_recipes:
+        from fastlayers.recipes import listing
+        print(listing())
+        p.exit(0)
+    _apply_recipe(args)
 
     opt, lr, batch, epochs = DEFAULTS[args.model]
     args.optimizer = args.optimizer or opt
@@ -193,6 +225,13 @@ def parse_args(argv=None):
         args.progress = _is_terminal(sys.stderr)
     if args.data_dir is not None and args.dataset == "mnist-10k":
         p.error("--data-dir applies to --dataset mnist or fashion-mnist; mnist-10k is embedded")
+    from fastlayers.models import FLAT_INPUT
+    if FLAT_INPUT[args.model]:
+        for option, on in (("--crop-padding", args.crop_padding), ("--hflip", args.hflip),
+                           ("--tta-flip", args.tta_flip)):
+            if on:
+                p.error(f"{option} needs an image model (cnn, cnn-wide); --model {args.model} "
+                        f"takes flat rows")
     if args.compare_numpy and args.backend == "numpy":
         p.error("--compare-numpy needs --backend numba (it compares numba against numpy)")
     if args.threads is not None:
@@ -227,6 +266,20 @@ def parse_args(argv=None):
     return args
 
 
+def _apply_recipe(args):
+    """Fill the options left out from ``--recipe``, then from OPTION_DEFAULTS (in ``args``)."""
+    recipe = {}
+    if args.recipe is not None:
+        from fastlayers.recipes import get
+        recipe = get(args.recipe).options()
+    for name, value in recipe.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name, value in OPTION_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def _check_distributed(p, args):
     """The --distributed combinations that cannot run (mpi4py missing, a batch the ranks cannot
     share evenly, comparisons)."""
@@ -256,8 +309,19 @@ def _has_batch_norm(model):
     return any(isinstance(m, (fl.BatchNorm, fl.BatchNorm1d)) for m in model.modules())
 
 
+def _augmentation(args):
+    """The training batches' transform the options ask for (drawing its seed from the generator
+    now), or None."""
+    from fastlayers import transforms
+    parts = ([transforms.RandomCrop(28, padding=args.crop_padding)] if args.crop_padding else []) \
+        + ([transforms.RandomHorizontalFlip(0.5)] if args.hflip else [])
+    return transforms.Compose(parts) if parts else None
+
+
 def _make(args, dataset):
-    """Fresh model, loss, optimizer and loaders, all seeded from ``args.seed``.
+    """Fresh model, loss, optimizer, loaders, scheduler and augmentation, all seeded from
+    ``args.seed`` (so each call makes the same ones: the PyTorch twin's augmentation draws what
+    fastlayers' does).
 
     A batch-norm model's training loader drops a one-sample last batch: batch norm would normalise
     that sample by its own statistics (BatchNorm1d refuses it)."""
@@ -269,7 +333,8 @@ def _make(args, dataset):
 
     fl.manual_seed(args.seed)
     model = build(args.model)
-    loss_fn = fl.CrossEntropyLoss()
+    augment = _augmentation(args)
+    loss_fn = fl.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     flat = FLAT_INPUT[args.model]
     n, b = len(dataset.y_train), args.batch_size
     drop_last = n > b and n % b == 1 and _has_batch_norm(model)
@@ -283,7 +348,7 @@ def _make(args, dataset):
     optimizer = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr, **extra)
     scheduler = make_scheduler(lr_scheduler, args.lr_schedule, optimizer, args.lr,
                                args.epochs * len(train))
-    return model, loss_fn, optimizer, train, test, scheduler
+    return model, loss_fn, optimizer, train, test, scheduler, augment
 
 
 def _distribute(args, dataset, model, drop_last):
@@ -379,13 +444,14 @@ def _warm_up(args, dataset):
     from fastlayers.train import Engine
 
     t0 = time.perf_counter()
-    model, loss_fn, optimizer, train, test, scheduler = _make(args, dataset)
+    model, loss_fn, optimizer, train, test, scheduler, augment = _make(args, dataset)
     sizes = _batch_sizes(train)
     if 1 in sizes and _has_batch_norm(model):
         raise ValueError(f"--model {args.model} uses batch norm, which cannot train on a batch of "
                          f"one sample (--batch-size {args.batch_size}, "
                          f"{train.num_samples} training images)")
-    engine = Engine(model, loss_fn, optimizer, scheduler=scheduler, clip_grad=args.clip_grad)
+    engine = Engine(model, loss_fn, optimizer, scheduler=scheduler, clip_grad=args.clip_grad,
+                    augment=augment, tta_flip=args.tta_flip)
     x, y = next(iter(train))
     for n in sorted(sizes):
         engine.train_step(x[:n], y[:n])
@@ -465,27 +531,29 @@ def _run(args, out, group):
     compile_s = _warm_up(args, dataset)
     print(f"compile/load kernels: {compile_s:.2f} s (not counted in training time)", file=out)
 
-    model, loss_fn, optimizer, train, test, scheduler = _make(args, dataset)
+    model, loss_fn, optimizer, train, test, scheduler, augment = _make(args, dataset)
     net = model.module if group is not None else model   # what is saved and resumed
     if train.drop_last:
         print(f"note: each epoch drops its last training batch, one image "
               f"({train.num_samples} % {train.batch_size} == 1): batch norm cannot train on a "
               f"single sample", file=out)
-    runs = [(Engine(model, loss_fn, optimizer, scheduler=scheduler, clip_grad=args.clip_grad),
-             train, test)]
+    runs = [(Engine(model, loss_fn, optimizer, scheduler=scheduler, clip_grad=args.clip_grad,
+                    augment=augment, tta_flip=args.tta_flip), train, test)]
     if args.compare_numpy:  # same seed: same initial weights; the state replay gives the same order
         other = _make(args, dataset)
         runs.append((Engine(*other[:3], backend="numpy", scheduler=other[5],
-                            clip_grad=args.clip_grad), other[3], other[4]))
+                            clip_grad=args.clip_grad, augment=other[6], tta_flip=args.tta_flip),
+                     other[3], other[4]))
     if args.compare_torch:
-        _, _, _, t_train, t_test, _ = _make(args, dataset)
+        _, _, _, t_train, t_test, _, t_augment = _make(args, dataset)
         runs.append((TorchEngine(model, loss_fn, optimizer, args.lr_schedule,
-                                 args.epochs * len(t_train), args.clip_grad), t_train, t_test))
+                                 args.epochs * len(t_train), args.clip_grad, augment=t_augment,
+                                 tta_flip=args.tta_flip), t_train, t_test))
 
     results = {e.name: {"epochs": [], "time_to_target_s": None} for e, _, _ in runs}
     first = 1
     if args.resume is not None:
-        first = _resume(args, net, optimizer, scheduler, results["fastlayers"], out)
+        first = _resume(args, net, optimizer, scheduler, augment, results["fastlayers"], out)
     done = set()
     for epoch in range(first, args.epochs + 1):
         # Every framework's epoch starts from the same random state (same shuffle); afterwards the
@@ -526,7 +594,8 @@ def _run(args, out, group):
             import fastlayers.distributed as dist
             dist.check_replicas(net)   # RuntimeError on every rank if they drifted apart
         if args.checkpoint is not None and lead:
-            _save_checkpoint(args, epoch, net, optimizer, scheduler, results["fastlayers"])
+            _save_checkpoint(args, epoch, net, optimizer, scheduler, augment,
+                             results["fastlayers"])
         if len(done) == len(runs):
             break
     replicas = None
@@ -556,8 +625,12 @@ def _run(args, out, group):
     print(_summary(args, dataset, results["fastlayers"], compile_s), file=out)
     if len(runs) > 1:
         ours = results["fastlayers"]["median_epoch_s"]
+        ours_ttt = results["fastlayers"]["time_to_target_s"]
         for name, r in results.items():
             r["fastlayers_time_ratio"] = ours / r["median_epoch_s"]
+            r["fastlayers_time_to_target_ratio"] = (
+                None if ours_ttt is None or r["time_to_target_s"] is None
+                else ours_ttt / r["time_to_target_s"])
         print(_table(results), file=out)
     if args.json_path is not None and lead:
         _write_json(args.json_path, report)
@@ -585,22 +658,24 @@ def _distributed_report(args, group, r):
 
 # The settings a checkpoint must share with the run that resumes it.
 _RESUME_KEYS = ("dataset", "model", "optimizer", "lr", "weight_decay", "lr_schedule", "clip_grad",
-                "batch_size", "seed", "backend")
+                "batch_size", "seed", "backend", "label_smoothing", "crop_padding", "hflip")
 
 
-def _save_checkpoint(args, epoch, model, optimizer, scheduler, fastlayers_results):
+def _save_checkpoint(args, epoch, model, optimizer, scheduler, augment, fastlayers_results):
     """Everything the run needs to continue after ``epoch``: the model, the optimizer, the random
-    state the next epoch starts from, and the results so far (one atomic file)."""
+    state the next epoch starts from, the augmentation's position, and the results so far (one
+    atomic file)."""
     import fastlayers as fl
     fl.save({"kind": "fastlayers-mnist checkpoint", "epoch": epoch,
              "config": {k: getattr(args, k) for k in _RESUME_KEYS + ("epochs",)},
              "world_size": _world_size(),
              "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": None if scheduler is None else scheduler.state_dict(),
+             "augment": None if augment is None else augment.state_dict(),
              "rng": fl.get_rng_state(), "results": fastlayers_results}, args.checkpoint)
 
 
-def _resume(args, model, optimizer, scheduler, fastlayers_results, out):
+def _resume(args, model, optimizer, scheduler, augment, fastlayers_results, out):
     """Load ``args.resume`` into the run; returns the first epoch still to train. Raises for a file
     that is not a checkpoint of a run with these settings."""
     import fastlayers as fl
@@ -610,8 +685,10 @@ def _resume(args, model, optimizer, scheduler, fastlayers_results, out):
     saved = ckpt["config"]
     # a schedule's length is the run's: with one, --epochs must match too
     keys = _RESUME_KEYS + (("epochs",) if args.lr_schedule != "none" else ())
-    differ = [f"{k} {saved.get(k)!r} in the checkpoint, {getattr(args, k)!r} now"
-              for k in keys if saved.get(k) != getattr(args, k)]
+    # (a checkpoint from before an option existed ran with its default)
+    differ = [f"{k} {saved.get(k, OPTION_DEFAULTS.get(k))!r} in the checkpoint, "
+              f"{getattr(args, k)!r} now"
+              for k in keys if saved.get(k, OPTION_DEFAULTS.get(k)) != getattr(args, k)]
     if differ:
         raise ValueError(f"--resume {args.resume}: the run's settings differ: " + "; ".join(differ))
     # each load checks its part before writing; a failure ends the run, so nothing is rolled back
@@ -619,6 +696,8 @@ def _resume(args, model, optimizer, scheduler, fastlayers_results, out):
     optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(ckpt["scheduler"])
+    if augment is not None:
+        augment.load_state_dict(ckpt["augment"])
     fl.set_rng_state(ckpt["rng"])
     fastlayers_results.update(ckpt["results"])
     ranks = ckpt.get("world_size", 1)
@@ -650,7 +729,9 @@ def _read_checkpoint(path):
 # 1: the unversioned reports before schema_version; 2 adds schema_version, timestamp, git and the
 # runs' samples_per_s, best_test_accuracy and best_epoch. Keys added since, which readers of 2 may
 # ignore: environment.world_size; with --distributed, the "distributed" block and the runs' (and
-# their epochs') communication_s and communication_share.
+# their epochs') communication_s and communication_share; the recipe options in config (recipe,
+# label_smoothing, crop_padding, hflip, tta_flip) and, with a comparison, the runs'
+# fastlayers_time_to_target_ratio.
 SCHEMA_VERSION = 2
 
 
@@ -700,7 +781,11 @@ def _summary(args, dataset, r, compile_s):
                       + ("" if args.clip_grad is None
                          else f", gradients clipped to {args.clip_grad:g}")
                       + f", batch {args.batch_size}"),
-        ("epochs", f"{len(epochs)} of {args.epochs}"),
+        ("loss", "cross-entropy" + (f", label smoothing {args.label_smoothing:g}"
+                                    if args.label_smoothing else "")),
+        ("augmentation", _augmentation_text(args)),
+        ("epochs", f"{len(epochs)} of {args.epochs} (test accuracy checked after each"
+                   + (", flip-averaged" if args.tta_flip else "") + ")"),
         ("training time", f"{r['total_train_s']:.2f} s in all, median epoch "
                           f"{r['median_epoch_s']:.3f} s"),
         ("throughput", f"{r['samples_per_s']:,.0f} samples/s of training time"),
@@ -722,8 +807,16 @@ def _summary(args, dataset, r, compile_s):
     files = [f"{path} ({what})" for what, path in outputs if path is not None]
     if files:
         rows.append(("files written", ", ".join(files)))
+    if args.recipe is not None:
+        rows.insert(0, ("recipe", args.recipe))
     width = max(len(k) for k, _ in rows)
     return "\n".join(["", "summary (fastlayers)"] + [f"  {k:<{width}}  {v}" for k, v in rows])
+
+
+def _augmentation_text(args):
+    parts = ([f"random 28x28 crop of the image zero-padded by {args.crop_padding}"]
+             if args.crop_padding else []) + (["random horizontal flip"] if args.hflip else [])
+    return ", ".join(parts) + " (in training time)" if parts else "none"
 
 
 def _threads_text():
@@ -733,11 +826,14 @@ def _threads_text():
 
 def _table(results):
     rows = ["", "| run | median s/epoch | fastlayers time / this | final test accuracy | "
-                "time to target (s) |", "|---|---:|---:|---:|---:|"]
+                "time to target (s) | fastlayers time to target / this |",
+            "|---|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         ttt = "-" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.2f}"
+        ratio = r["fastlayers_time_to_target_ratio"]
         rows.append(f"| {name} | {r['median_epoch_s']:.3f} | {r['fastlayers_time_ratio']:.2f}x | "
-                    f"{r['final_test_accuracy']:.2%} | {ttt} |")
+                    f"{r['final_test_accuracy']:.2%} | {ttt} | "
+                    f"{'-' if ratio is None else f'{ratio:.2f}x'} |")
     return "\n".join(rows)
 
 

@@ -4,6 +4,10 @@
     mlp-bn  784-512-256-128-10; BatchNorm1d, ReLU, Dropout(0.4/0.2/0.2) after each hidden Linear
     cnn     Conv2d(1,16,3,p=1), BatchNorm2d, ReLU, MaxPool2d(2); Conv2d(16,32,3,p=1), BatchNorm2d,
             ReLU, MaxPool2d(2); Flatten; Linear(1568,10)               input (N, 1, 28, 28)
+    cnn-wide  the cnn with 32 and 64 channels; Linear(3136,10)       input (N, 1, 28, 28)
+    mlp-wide  784-256-10, ReLU                                       input (N, 784)
+
+The wide models serve the recipes (fastlayers/recipes.py).
 
 Each builder draws its initial weights from ``fastlayers.manual_seed``'s generator.
 """
@@ -30,17 +34,26 @@ def mlp_bn(dtype=np.float32):
     return Sequential(*layers, Linear(128, 10, dtype=dtype))
 
 
-def cnn(dtype=np.float32):
+def mlp_wide(dtype=np.float32):
+    return Sequential(Linear(784, 256, dtype=dtype), ReLU(), Linear(256, 10, dtype=dtype))
+
+
+def cnn(dtype=np.float32, channels=(16, 32)):
+    c1, c2 = channels
     return Sequential(
-        Conv2d(1, 16, 3, padding=1, dtype=dtype), BatchNorm2d(16, dtype=dtype), ReLU(), MaxPool2d(2),
-        Conv2d(16, 32, 3, padding=1, dtype=dtype), BatchNorm2d(32, dtype=dtype), ReLU(), MaxPool2d(2),
-        Flatten(), Linear(32 * 7 * 7, 10, dtype=dtype))
+        Conv2d(1, c1, 3, padding=1, dtype=dtype), BatchNorm2d(c1, dtype=dtype), ReLU(), MaxPool2d(2),
+        Conv2d(c1, c2, 3, padding=1, dtype=dtype), BatchNorm2d(c2, dtype=dtype), ReLU(), MaxPool2d(2),
+        Flatten(), Linear(c2 * 7 * 7, 10, dtype=dtype))
 
 
-MODELS = {"mlp": mlp, "mlp-bn": mlp_bn, "cnn": cnn}
+def cnn_wide(dtype=np.float32):
+    return cnn(dtype, channels=(32, 64))
+
+
+MODELS = {"mlp": mlp, "mlp-bn": mlp_bn, "cnn": cnn, "cnn-wide": cnn_wide, "mlp-wide": mlp_wide}
 
 # The input layout each model takes: flat rows or (N, 1, 28, 28) images.
-FLAT_INPUT = {"mlp": True, "mlp-bn": True, "cnn": False}
+FLAT_INPUT = {"mlp": True, "mlp-bn": True, "cnn": False, "cnn-wide": False, "mlp-wide": True}
 
 
 def build(name, dtype=np.float32):

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from fastlayers import (activation, batchnorm, container, conv, dropout, layernorm, linear, loss,
-                        module, optim, pooling, sparse)
+                        module, optim, pooling, sparse, transforms)
+from kernels.augment import crop_origins_np, flip_decisions_np
 
 TORCH_TO_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
@@ -189,17 +190,21 @@ class TorchEngine:
     name = "pytorch"
 
     def __init__(self, model, loss_fn, optimizer, schedule="none", total_steps=None,
-                 clip_grad=None):
+                 clip_grad=None, augment=None, tta_flip=False):
         from fastlayers.train import make_scheduler
         self.model = to_torch(model)
         self.loss_fn = to_torch(loss_fn)
         self.optimizer = optimizer_to_torch(optimizer, self.model.parameters())
         self.scheduler = make_scheduler(torch.optim.lr_scheduler, schedule, self.optimizer,
                                         optimizer.defaults["lr"], total_steps)
-        self.clip_grad = clip_grad
+        self.clip_grad, self.tta_flip = clip_grad, tta_flip
+        self.augment = None if augment is None else augment_to_torch(augment)
 
     def train_step(self, x, y):
-        out = self.model(torch.from_numpy(x))
+        x = torch.from_numpy(x)
+        if self.augment is not None:
+            x = self.augment(x)
+        out = self.model(x)
         loss = self.loss_fn(out, torch.from_numpy(y))
         self.optimizer.zero_grad()
         loss.backward()
@@ -212,7 +217,47 @@ class TorchEngine:
 
     def predict(self, x):
         with torch.no_grad():
-            return self.model(torch.from_numpy(x)).argmax(dim=1).numpy()
+            x = torch.from_numpy(x)
+            logits = self.model(x)
+            if self.tta_flip:
+                logits = logits + self.model(x.flip(3))
+            return logits.argmax(dim=1).numpy()
 
     def train(self, mode):
         self.model.train(mode)
+
+
+def augment_to_torch(transform):
+    """``transform`` (fastlayers.transforms) as PyTorch ops on a (N, C, H, W) tensor. The
+    per-sample draws come from ``transform``'s own stream (kernels/augment.py's NumPy hash, N
+    values per call), so a twin made from a transform in the same state crops and flips exactly
+    as fastlayers does; the padding, cropping and mirroring are torch ops."""
+    if isinstance(transform, transforms.Compose):
+        parts = [augment_to_torch(t) for t in transform.transforms]
+
+        def compose(x):
+            for part in parts:
+                x = part(x)
+            return x
+        return compose
+    if isinstance(transform, transforms.RandomCrop):
+        pad, (sh, sw) = transform.padding, transform.size
+
+        def crop(x):
+            n, c, h, w = x.shape
+            top, left = crop_origins_np(n, transform.spans(x.shape), *transform.draw(n))
+            padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)).reshape(n, c, -1)
+            # window pixel (i, j) of sample t is flat pixel (top_t + i) * width + left_t + j of
+            # the padded image: one gather (faster than advanced indexing, measured 4-10x)
+            rows = torch.from_numpy(top)[:, None, None] + torch.arange(sh)[:, None]
+            flat = rows * (w + 2 * pad) + torch.from_numpy(left)[:, None, None] + torch.arange(sw)
+            index = flat.reshape(n, 1, sh * sw).expand(n, c, sh * sw)
+            return torch.gather(padded, 2, index).reshape(n, c, sh, sw)
+        return crop
+    if isinstance(transform, transforms.RandomHorizontalFlip):
+        def flip(x):
+            n = x.shape[0]
+            chosen = torch.from_numpy(flip_decisions_np(n, transform.p, *transform.draw(n)))
+            return torch.where(chosen[:, None, None, None], x.flip(3), x)
+        return flip
+    raise TypeError(f"no PyTorch twin known for the transform {transform!r}")

@@ -11,6 +11,7 @@ from fastlayers.backend import get_backend, use_backend
 from fastlayers.clip import clip_grad_norm_
 from fastlayers.grad_mode import no_grad
 from fastlayers.optim import SGD, Adam, AdamW, Momentum, NAdam, RMSprop, lr_scheduler
+from fastlayers.transforms import hflip
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW,
               "nadam": NAdam}
@@ -38,11 +39,16 @@ def make_scheduler(module, schedule, optimizer, lr, total_steps):
 class Engine:
     """Trains a fastlayers model: ``train_step(x, y) -> loss``, ``predict(x) -> class indices``, on
     ``backend`` (default: the backend active when the engine is made). ``scheduler`` is stepped
-    after every optimizer step; ``clip_grad`` clips the gradients' total 2-norm before it."""
+    after every optimizer step; ``clip_grad`` clips the gradients' total 2-norm before it.
+    ``augment`` (a ``fastlayers.transforms`` transform) turns each training batch into the one the
+    step trains on, inside the step (its time is training time); ``tta_flip`` predicts from the
+    sum of the logits of each image and its mirror image (test-time flip averaging)."""
 
-    def __init__(self, model, loss_fn, optimizer, backend=None, scheduler=None, clip_grad=None):
+    def __init__(self, model, loss_fn, optimizer, backend=None, scheduler=None, clip_grad=None,
+                 augment=None, tta_flip=False):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.scheduler, self.clip_grad = scheduler, clip_grad
+        self.augment, self.tta_flip = augment, tta_flip
         self.backend = backend or get_backend()
         self.name = "fastlayers" if backend is None else f"fastlayers-{backend}"
         first = next(iter(model)) if hasattr(model, "__iter__") else model
@@ -50,6 +56,8 @@ class Engine:
 
     def train_step(self, x, y):
         with use_backend(self.backend):
+            if self.augment is not None:
+                x = self.augment(x)
             loss = self.loss_fn(self.model(x), y)
             self.optimizer.zero_grad()
             self.model.backward(self.loss_fn.backward())
@@ -62,7 +70,10 @@ class Engine:
 
     def predict(self, x):
         with use_backend(self.backend), no_grad():
-            return self.model(x).argmax(axis=1)
+            logits = self.model(x)
+            if self.tta_flip:
+                logits = logits + self.model(hflip(x))
+            return logits.argmax(axis=1)
 
     def train(self, mode):
         self.model.train(mode)
