@@ -37,7 +37,7 @@ from fastlayers.pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, 
 from fastlayers.random import get_rng_state, manual_seed, set_rng_state
 from fastlayers.serialization import CheckpointError, load, save
 from fastlayers.sparse import Embedding
-from fastlayers import init, runtime
+from fastlayers import init, runtime, transforms
 from fastlayers.runtime import (are_deterministic_algorithms_enabled, get_blas_threads,
                                 get_num_threads, keep_freed_memory, set_num_threads,
                                 use_deterministic_algorithms)
@@ -120,6 +120,7 @@ __all__ = [
     "Softplus",
     "Tanh",
     "to_torch",
+    "transforms",
     "use_backend",
     "use_deterministic_algorithms",
 ]

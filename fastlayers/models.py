@@ -4,7 +4,8 @@
     mlp-bn  784-512-256-128-10; BatchNorm1d, ReLU, Dropout(0.4/0.2/0.2) after each hidden Linear
     cnn     Conv2d(1,16,3,p=1), BatchNorm2d, ReLU, MaxPool2d(2); Conv2d(16,32,3,p=1), BatchNorm2d,
             ReLU, MaxPool2d(2); Flatten; Linear(1568,10)               input (N, 1, 28, 28)
-    cnn-wide  the cnn with 32 and 64 channels; Linear(3136,10)       input (N, 1, 28, 28)
+    cnn-wide  the cnn with 32 and 64 channels, then Linear(3136,128), ReLU, Dropout(0.3),
+              Linear(128,10)                                         input (N, 1, 28, 28)
     mlp-wide  784-256-10, ReLU                                       input (N, 784)
 
 The wide models serve the recipes (fastlayers/recipes.py).
@@ -38,16 +39,20 @@ def mlp_wide(dtype=np.float32):
     return Sequential(Linear(784, 256, dtype=dtype), ReLU(), Linear(256, 10, dtype=dtype))
 
 
-def cnn(dtype=np.float32, channels=(16, 32)):
-    c1, c2 = channels
-    return Sequential(
-        Conv2d(1, c1, 3, padding=1, dtype=dtype), BatchNorm2d(c1, dtype=dtype), ReLU(), MaxPool2d(2),
-        Conv2d(c1, c2, 3, padding=1, dtype=dtype), BatchNorm2d(c2, dtype=dtype), ReLU(), MaxPool2d(2),
-        Flatten(), Linear(c2 * 7 * 7, 10, dtype=dtype))
+def _conv_blocks(c1, c2, dtype):
+    return [Conv2d(1, c1, 3, padding=1, dtype=dtype), BatchNorm2d(c1, dtype=dtype), ReLU(),
+            MaxPool2d(2),
+            Conv2d(c1, c2, 3, padding=1, dtype=dtype), BatchNorm2d(c2, dtype=dtype), ReLU(),
+            MaxPool2d(2), Flatten()]
+
+
+def cnn(dtype=np.float32):
+    return Sequential(*_conv_blocks(16, 32, dtype), Linear(32 * 7 * 7, 10, dtype=dtype))
 
 
 def cnn_wide(dtype=np.float32):
-    return cnn(dtype, channels=(32, 64))
+    return Sequential(*_conv_blocks(32, 64, dtype), Linear(64 * 7 * 7, 128, dtype=dtype), ReLU(),
+                      Dropout(0.3), Linear(128, 10, dtype=dtype))
 
 
 MODELS = {"mlp": mlp, "mlp-bn": mlp_bn, "cnn": cnn, "cnn-wide": cnn_wide, "mlp-wide": mlp_wide}
