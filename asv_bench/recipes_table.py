@@ -92,6 +92,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="kernel threads for both frameworks (default: all)")
     p.add_argument("--json-dir", default=None, help="keep every run's JSON report here")
+    p.add_argument("--reuse", action="store_true",
+                   help="take a (recipe, seed) report already in --json-dir instead of running it "
+                        "(runs split over several invocations, e.g. concurrent 1-thread jobs)")
     args = p.parse_args(argv)
     out = pathlib.Path(args.json_dir or tempfile.mkdtemp(prefix="recipes-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +102,9 @@ def main(argv=None):
     for recipe in args.recipes:
         reports = []
         for seed in args.seeds:
-            report = run(recipe, seed, args.threads, out / f"{recipe}-seed{seed}.json")
+            path = out / f"{recipe}-seed{seed}.json"
+            report = (json.loads(path.read_text()) if args.reuse and path.exists()
+                      else run(recipe, seed, args.threads, path))
             commit = report["git"]["commit"]
             ours, theirs = report["results"]["fastlayers"], report["results"]["pytorch"]
             print(f"{recipe} seed {seed}: fastlayers {ours['time_to_target_s']} s "
