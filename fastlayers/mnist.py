@@ -212,7 +212,7 @@ def parse_args(argv=None):
         from fastlayers.recipes import listing
         print(listing())
         p.exit(0)
-    _apply_recipe(args)
+    from_recipe = _apply_recipe(args)
 
     opt, lr, batch, epochs = DEFAULTS[args.model]
     args.optimizer = args.optimizer or opt
@@ -227,11 +227,12 @@ def parse_args(argv=None):
         p.error("--data-dir applies to --dataset mnist or fashion-mnist; mnist-10k is embedded")
     from fastlayers.models import FLAT_INPUT
     if FLAT_INPUT[args.model]:
-        for option, on in (("--crop-padding", args.crop_padding), ("--hflip", args.hflip),
-                           ("--tta-flip", args.tta_flip)):
-            if on:
-                p.error(f"{option} needs an image model (cnn, cnn-wide); --model {args.model} "
-                        f"takes flat rows")
+        for name in ("crop_padding", "hflip", "tta_flip"):
+            if getattr(args, name):
+                option = "--" + name.replace("_", "-")
+                source = f" (set by --recipe {args.recipe})" if name in from_recipe else ""
+                p.error(f"{option}{source} needs an image model (cnn, cnn-wide); --model "
+                        f"{args.model} takes flat rows")
     if args.compare_numpy and args.backend == "numpy":
         p.error("--compare-numpy needs --backend numba (it compares numba against numpy)")
     if args.threads is not None:
@@ -267,17 +268,19 @@ def parse_args(argv=None):
 
 
 def _apply_recipe(args):
-    """Fill the options left out from ``--recipe``, then from OPTION_DEFAULTS (in ``args``)."""
+    """Fill the options left out from ``--recipe``, then from OPTION_DEFAULTS (in ``args``).
+    Returns the names the recipe set."""
     recipe = {}
     if args.recipe is not None:
         from fastlayers.recipes import get
         recipe = get(args.recipe).options()
-    for name, value in recipe.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    filled = {name for name, value in recipe.items() if getattr(args, name) is None}
+    for name in filled:
+        setattr(args, name, recipe[name])
     for name, value in OPTION_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    return filled
 
 
 def _check_distributed(p, args):
@@ -510,6 +513,7 @@ def _run(args, out, group):
     from fastlayers.train import Engine
 
     lead = group is None or group.rank == 0   # prints and writes the files
+    checkout = _git_state()   # the code that runs: taken now, not after a long run
     if not lead:
         out, args.progress = _Discard(), False
     fl.set_num_threads(args.threads, args.blas_threads)
@@ -617,7 +621,7 @@ def _run(args, out, group):
                  final_test_accuracy=accs[-1], best_test_accuracy=max(accs),
                  best_epoch=r["epochs"][int(np.argmax(accs))]["epoch"])
     report = {"schema_version": SCHEMA_VERSION, "timestamp": _utc_timestamp(),
-              "git": _git_state(), "config": dict(vars(args)),
+              "git": checkout, "config": dict(vars(args)),
               "environment": _environment(args), "compile_s": compile_s, "results": results}
     if group is not None:
         report["distributed"] = _distributed_report(args, group, results["fastlayers"])

@@ -194,7 +194,8 @@ def test_a_recipe_sets_every_option_and_flags_override_it():
 
 @pytest.mark.parametrize("argv, message", [
     (["--crop-padding", "2"], "--crop-padding needs an image model"),
-    (["--recipe", "fashion-93", "--model", "mlp"], "--crop-padding needs an image model"),
+    (["--recipe", "fashion-93", "--model", "mlp"],
+     "--hflip (set by --recipe fashion-93) needs an image model"),
     (["--recipe", "mlp-88", "--tta-flip"], "--tta-flip needs an image model"),
     (["--recipe", "nope"], "invalid choice"),
     (["--label-smoothing", "1.5"], "must be a fraction in [0, 1]"),
