@@ -49,13 +49,13 @@ def run(recipe, seed, threads, path):
     return json.loads(path.read_text())
 
 
-def _spread(values, fmt):
+def _spread(values, fmt, unit=""):
     """'median (min-max)' of the values that exist, or '-'."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    med = statistics.median(values)
-    return fmt(med) if len(values) == 1 else f"{fmt(med)} ({fmt(min(values))}-{fmt(max(values))})"
+    med = fmt(statistics.median(values)) + unit
+    return med if len(values) == 1 else f"{med} ({fmt(min(values))}-{fmt(max(values))}{unit})"
 
 
 def row(recipe, reports):
@@ -70,12 +70,13 @@ def row(recipe, reports):
     reached = [o["time_to_target_s"] is not None for o in ours]
     reached_torch = [t["time_to_target_s"] is not None for t in theirs]
     epochs = [len(o["epochs"]) for o in ours]
-    seconds = lambda v: f"{v:.1f} s"   # noqa: E731
-    return (f"| {recipe} | {r.target_accuracy:.1%} | {_spread([o['time_to_target_s'] for o in ours], seconds)} | "
-            f"{_spread([t['time_to_target_s'] for t in theirs], seconds)} | "
-            f"{_spread(ratios, lambda v: f'{v:.2f}x')} | "
+    seconds = "{:.1f}".format
+    return (f"| {recipe} | {r.target_accuracy:.1%} | "
+            f"{_spread([o['time_to_target_s'] for o in ours], seconds, ' s')} | "
+            f"{_spread([t['time_to_target_s'] for t in theirs], seconds, ' s')} | "
+            f"{_spread(ratios, '{:.2f}'.format, 'x')} | "
             f"{_spread([o['final_test_accuracy'] for o in ours], lambda v: f'{v:.2%}')} | "
-            f"{_spread(epochs, lambda v: f'{v:g}')} of {r.epochs} | "
+            f"{_spread(epochs, '{:g}'.format)} of {r.epochs} | "
             f"{sum(reached)}/{len(reached)} ({sum(reached_torch)}/{len(reached_torch)}) |")
 
 
