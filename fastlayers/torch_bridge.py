@@ -245,7 +245,7 @@ def augment_to_torch(transform):
 
         def crop(x):
             n, c, h, w = x.shape
-            top, left = crop_origins_np(n, transform.spans(x.shape), *transform.draw(n))
+            top, left = crop_origins_np(n, transform.spans(x.shape), *transform.draw())
             padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)).reshape(n, c, -1)
             # window pixel (i, j) of sample t is flat pixel (top_t + i) * width + left_t + j of
             # the padded image: one gather (faster than advanced indexing, measured 4-10x)
@@ -257,7 +257,7 @@ def augment_to_torch(transform):
     if isinstance(transform, transforms.RandomHorizontalFlip):
         def flip(x):
             n = x.shape[0]
-            chosen = torch.from_numpy(flip_decisions_np(n, transform.p, *transform.draw(n)))
+            chosen = torch.from_numpy(flip_decisions_np(n, transform.p, *transform.draw()))
             return torch.where(chosen[:, None, None, None], x.flip(3), x)
         return flip
     raise TypeError(f"no PyTorch twin known for the transform {transform!r}")

@@ -54,7 +54,7 @@ class _RandomTransform:
     def load_state_dict(self, state):
         self.seed, self.calls = self._parse(state)
 
-    def draw(self, n):
+    def draw(self):
         """The key of the next call and this process's placement: (seed, counter, offset,
         stride). Advances the stream, as a call does (the PyTorch twin draws with it)."""
         return self._next_key() + random.sample_placement()
@@ -82,7 +82,7 @@ class RandomCrop(_RandomTransform):
         x = _batch(x, "RandomCrop")
         self.spans(x.shape)
         out = np.empty(x.shape[:2] + self.size, x.dtype)
-        backend.ops().random_crop(x, out, self.padding, *self.draw(len(x)))
+        backend.ops().random_crop(x, out, self.padding, *self.draw())
         return out
 
     def __repr__(self):
@@ -100,7 +100,7 @@ class RandomHorizontalFlip(_RandomTransform):
     def __call__(self, x):
         x = _batch(x, "RandomHorizontalFlip")
         out = np.empty_like(x)
-        backend.ops().random_hflip(x, out, self.p, *self.draw(len(x)))
+        backend.ops().random_hflip(x, out, self.p, *self.draw())
         return out
 
     def __repr__(self):
