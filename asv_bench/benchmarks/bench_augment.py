@@ -2,8 +2,8 @@
 random horizontal flips, as the fashion recipes augment a batch of 128 Fashion-MNIST images; the
 evaluation-sized batch of 1000 too.
 
-torch: the speed run's PyTorch twin (fastlayers.torch_bridge.augment_to_torch): ``F.pad`` and an
-advanced-index gather for the crop, ``flip`` and ``where`` for the flip, with the same draws.
+torch: the speed run's PyTorch twin (fastlayers.torch_bridge.augment_to_torch): ``F.pad`` and one
+``torch.gather`` for the crop, ``flip`` and ``where`` for the flip, with the same draws.
 """
 import numpy as np
 
