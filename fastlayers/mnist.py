@@ -818,8 +818,8 @@ def _summary(args, dataset, r, compile_s):
 
 
 def _augmentation_text(args):
-    parts = ([f"random 28x28 crop of the image zero-padded by {args.crop_padding}"]
-             if args.crop_padding else []) + (["random horizontal flip"] if args.hflip else [])
+    from fastlayers.recipes import augmentation_parts
+    parts = augmentation_parts(args.crop_padding, args.hflip)
     return ", ".join(parts) + " (in training time)" if parts else "none"
 
 

@@ -10,6 +10,13 @@ three seeds and against PyTorch on the same recipe, are in docs/benchmarks.md.
 import dataclasses
 
 
+def augmentation_parts(crop_padding, hflip):
+    """The training augmentation that these option values ask for, one phrase a transform (the
+    speed run's summary and ``--list-recipes`` both print it)."""
+    return ([f"random 28x28 crop of the image zero-padded by {crop_padding}"] if crop_padding
+            else []) + (["random horizontal flip"] if hflip else [])
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """One recipe; the fields are the speed run's options of the same names."""
@@ -42,8 +49,7 @@ class Recipe:
                  f"batch {self.batch_size}", f"at most {self.epochs} epochs"]
         if self.label_smoothing:
             parts.append(f"label smoothing {self.label_smoothing:g}")
-        augment = ([f"random crop pad {self.crop_padding}"] if self.crop_padding else []) + \
-            (["horizontal flip"] if self.hflip else [])
+        augment = augmentation_parts(self.crop_padding, self.hflip)
         if augment:
             parts.append(" + ".join(augment))
         if self.tta_flip:
