@@ -1,10 +1,12 @@
 """End to end: one training step (forward, loss, backward, optimizer step) and one inference pass of
 each speed-run model (fastlayers.models), on each backend.
 
-    mlp     784-128-10, SGD, batch 64
-    mlp-bn  784-512-256-128-10 with BatchNorm1d/ReLU/Dropout(0.4/0.2/0.2), Adam, batch 128
-    cnn     fastlayers.models.cnn (two 3x3 Conv2d/BatchNorm2d/ReLU/MaxPool2d blocks, Linear), Adam,
-            batch 128
+    mlp       784-128-10, SGD, batch 64
+    mlp-bn    784-512-256-128-10 with BatchNorm1d/ReLU/Dropout(0.4/0.2/0.2), Adam, batch 128
+    cnn       fastlayers.models.cnn (two 3x3 Conv2d/BatchNorm2d/ReLU/MaxPool2d blocks, Linear),
+              Adam, batch 128
+    cnn-wide  fastlayers.models.cnn_wide (32 and 64 channels, Linear 3136-128-10), AdamW, batch
+              128: the fashion-93 recipe's model (without its flips and schedule)
 
 numba and numpy run fastlayers' training engine (fastlayers.train.Engine) with that backend;
 torch runs its PyTorch twin (fastlayers.torch_bridge.TorchEngine: same weights, loss and optimizer
@@ -14,7 +16,8 @@ speed run's evaluation batch). Data are random images in [0, 1) with random labe
 from .common import IMPLS, interleaved_medians, labels, torch, uniform
 
 # model: (optimizer, learning rate, training batch)
-MODELS = {"mlp": ("sgd", 0.05, 64), "mlp-bn": ("adam", 1e-3, 128), "cnn": ("adam", 1e-3, 128)}
+MODELS = {"mlp": ("sgd", 0.05, 64), "mlp-bn": ("adam", 1e-3, 128), "cnn": ("adam", 1e-3, 128),
+          "cnn-wide": ("adamw", 2e-3, 128)}
 EVAL_BATCH = 1000
 
 _ENGINES = {}
