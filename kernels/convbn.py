@@ -332,7 +332,54 @@ def _windows4(xf, offs, t, length):
             xf[offs[2, t]:offs[2, t] + length], xf[offs[3, t]:offs[3, t] + length])
 
 
-@compiled(parallel_min=1 << 12, fastmath=("reassoc",))
+@njit(fastmath={"reassoc"}, **OPTIONS)
+def _channel_sums(grad, idx, pooled, at, xs, offs, length, neg, o, gq, sgp):
+    # _backward_sums' work for output channel o: adds sum g' p_k into sgp[k] and returns sum g'.
+    # gq (4 length) starts and ends zero. A function of its own, called by both builds of
+    # _backward_sums, so that both run the one compiled (and vectorised) copy of its dot products:
+    # with "reassoc" LLVM picks their summation order per copy, and two copies may round apart.
+    n_, m = grad.shape[0], grad.shape[2]
+    nk = offs.shape[1]
+    zero = grad.dtype.type(0)
+    g0, g1 = gq[:length], gq[length:2 * length]
+    g2, g3 = gq[2 * length:3 * length], gq[3 * length:]
+    sg = 0.0
+    for n in range(n_):
+        gp, yo, io = grad[n, o], pooled[n, o], idx[n, o]
+        part = zero
+        for t in range(m):
+            g = _vmath.leaky_grad(gp[t], yo[t], neg)
+            gq[io[t] * length + at[t]] = g
+            part += g
+        sg += np.float64(part)
+        xf = xs[n]
+        for t in range(0, nk - nk % 3, 3):   # three taps a loop: g' is loaded once for them
+            a0, a1, a2, a3 = _windows4(xf, offs, t, length)
+            b0, b1, b2, b3 = _windows4(xf, offs, t + 1, length)
+            c0, c1, c2, c3 = _windows4(xf, offs, t + 2, length)
+            da = zero
+            db = zero
+            dc = zero
+            for j in range(length):
+                h0, h1, h2, h3 = g0[j], g1[j], g2[j], g3[j]
+                da += h0 * a0[j] + h1 * a1[j] + h2 * a2[j] + h3 * a3[j]
+                db += h0 * b0[j] + h1 * b1[j] + h2 * b2[j] + h3 * b3[j]
+                dc += h0 * c0[j] + h1 * c1[j] + h2 * c2[j] + h3 * c3[j]
+            sgp[t] += np.float64(da)
+            sgp[t + 1] += np.float64(db)
+            sgp[t + 2] += np.float64(dc)
+        for t in range(nk - nk % 3, nk):
+            a0, a1, a2, a3 = _windows4(xf, offs, t, length)
+            d = zero
+            for j in range(length):
+                d += g0[j] * a0[j] + g1[j] * a1[j] + g2[j] * a2[j] + g3[j] * a3[j]
+            sgp[t] += np.float64(d)
+        for j in range(gq.size):
+            gq[j] = zero
+    return sg
+
+
+@compiled(parallel_min=1 << 12)
 def _backward_sums(grad, idx, pooled, pw, xs, offs, wq, s, w, gamma, invstd, mu, cov, dw, dgamma,
                    dbeta, raw, sg_out, sgp_out):
     # grad, idx, pooled (N, O, PH PW), PW windows a row; xs (N, C 4 size), offs (4, K) as
@@ -342,54 +389,21 @@ def _backward_sums(grad, idx, pooled, pw, xs, offs, wq, s, w, gamma, invstd, mu,
     # windows whose winner is q, zero elsewhere (and in the columns past PW), and a tap's sum is
     # then four dot products with the tap's phase windows, three taps a loop so that each g' is
     # loaded once for three taps. The buffer is cleared whole (one vectorised loop) after each
-    # sample, cheaper than clearing the winners one by one. raw: only sg_out[o] = sg and
-    # sgp_out[o] = sgp (uncentred) are written (the synchronised backward finishes).
-    n_, o_, m = grad.shape
+    # sample, cheaper than clearing the winners one by one (_channel_sums). raw: only
+    # sg_out[o] = sg and sgp_out[o] = sgp (uncentred) are written (the synchronised backward
+    # finishes). Compiled without "reassoc", so both builds sum the per-channel float64 totals in
+    # the written order.
+    o_, m = grad.shape[1], grad.shape[2]
     nk = offs.shape[1]
     length = ((m // pw - 1) * wq + pw + _loops.VEC - 1) // _loops.VEC * _loops.VEC
     neg = grad.dtype.type(s)
-    zero = grad.dtype.type(0)
     at = np.empty(m, np.int64)   # window t = i PW + j sits at i Wq + j of a phase row
     for t in range(m):
         at[t] = t // pw * wq + t % pw
     for o in prange(o_):
         gq = np.zeros(4 * length, grad.dtype)
-        g0, g1 = gq[:length], gq[length:2 * length]
-        g2, g3 = gq[2 * length:3 * length], gq[3 * length:]
         sgp = np.zeros(nk, np.float64)
-        sg = 0.0
-        for n in range(n_):
-            gp, yo, io = grad[n, o], pooled[n, o], idx[n, o]
-            part = zero
-            for t in range(m):
-                g = _vmath.leaky_grad(gp[t], yo[t], neg)
-                gq[io[t] * length + at[t]] = g
-                part += g
-            sg += np.float64(part)
-            xf = xs[n]
-            for t in range(0, nk - nk % 3, 3):   # three taps a loop: g' is loaded once for them
-                a0, a1, a2, a3 = _windows4(xf, offs, t, length)
-                b0, b1, b2, b3 = _windows4(xf, offs, t + 1, length)
-                c0, c1, c2, c3 = _windows4(xf, offs, t + 2, length)
-                da = zero
-                db = zero
-                dc = zero
-                for j in range(length):
-                    h0, h1, h2, h3 = g0[j], g1[j], g2[j], g3[j]
-                    da += h0 * a0[j] + h1 * a1[j] + h2 * a2[j] + h3 * a3[j]
-                    db += h0 * b0[j] + h1 * b1[j] + h2 * b2[j] + h3 * b3[j]
-                    dc += h0 * c0[j] + h1 * c1[j] + h2 * c2[j] + h3 * c3[j]
-                sgp[t] += np.float64(da)
-                sgp[t + 1] += np.float64(db)
-                sgp[t + 2] += np.float64(dc)
-            for t in range(nk - nk % 3, nk):
-                a0, a1, a2, a3 = _windows4(xf, offs, t, length)
-                d = zero
-                for j in range(length):
-                    d += g0[j] * a0[j] + g1[j] * a1[j] + g2[j] * a2[j] + g3[j] * a3[j]
-                sgp[t] += np.float64(d)
-            for j in range(gq.size):
-                gq[j] = zero
+        sg = _channel_sums(grad, idx, pooled, at, xs, offs, length, neg, o, gq, sgp)
         if raw:
             sg_out[o] = sg
             for k in range(nk):
